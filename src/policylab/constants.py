@@ -1,0 +1,26 @@
+"""Feature keys shared by datasets, envs and policies (LeRobot's names), in one place.
+
+Shape symbols used in comments and docstrings across the package:
+    B   batch size
+    To  observation steps (history)      T   prediction horizon
+    Ta  executed action steps             Da  action dimension
+    C, H, W  image channels, height, width
+"""
+
+OBS_IMAGE = "observation.image"
+OBS_IMAGE_PREFIX = "observation.image"  # every camera key starts with it: observation.image, observation.images.top
+OBS_STATE = "observation.state"
+OBS_ENV_STATE = "observation.environment_state"
+ACTION = "action"
+REWARD = "next.reward"
+DONE = "next.done"
+SUCCESS = "next.success"
+
+TIMESTAMP = "timestamp"
+FRAME_INDEX = "frame_index"
+EPISODE_INDEX = "episode_index"
+INDEX = "index"
+TASK_INDEX = "task_index"
+TASK = "task"
+
+PAD_SUFFIX = "_is_pad"

@@ -1,0 +1,177 @@
+"""`LeRobotDataset`: a torch Dataset over a LeRobot-format dataset, with temporal windows and padding masks.
+
+Every value of an item is a tensor: images float32 (C, H, W) in [0, 1], vectors (D,), scalars (); a key
+given in `delta_timestamps` gets a leading time axis (K, ...) and a `<key>_is_pad` (K,) bool mask.
+Items are gathered from in-memory columns and a uint8 frame cache (see `frames.py`); `__getitems__` gathers
+a whole batch with one indexing operation per key, which torch's DataLoader uses automatically.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from policylab.constants import PAD_SUFFIX, TIMESTAMP
+from policylab.datasets.errors import DatasetError
+from policylab.datasets.frames import load_camera_frames, load_columns
+from policylab.datasets.layout import INFO_PATH
+from policylab.datasets.metadata import LeRobotDatasetMetadata
+from policylab.datasets.windows import delta_timestamps_to_offsets, window_indices
+
+
+def default_data_home() -> Path:
+    """`$POLICYLAB_HOME`, else `~/.cache/policylab/datasets`."""
+    return Path(os.environ.get("POLICYLAB_HOME") or Path.home() / ".cache/policylab/datasets")
+
+
+def resolve_dataset_root(repo_id: str | None, root: str | Path | None) -> Path:
+    """Find a dataset folder: `root/repo_id`, then `root` itself, else `<data home>/repo_id`, else the hub."""
+    if repo_id is None and root is None:
+        raise DatasetError("give a dataset repo_id, a root folder, or both")
+    candidates = []
+    if root is not None:
+        candidates += [Path(root) / repo_id] if repo_id else []
+        candidates.append(Path(root))
+    else:
+        candidates.append(default_data_home() / repo_id)
+    for candidate in candidates:
+        if (candidate / INFO_PATH).is_file():
+            return candidate
+    searched = ", ".join(str(c) for c in candidates)
+    if repo_id is None:
+        raise DatasetError(f"no LeRobot dataset in {searched} ({INFO_PATH} is missing)")
+    return _download_from_hub(repo_id, Path(root) if root is not None else candidates[-1], searched)
+
+
+def _download_from_hub(repo_id: str, target: Path, searched: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        snapshot_download(repo_id, repo_type="dataset", local_dir=target, etag_timeout=5)
+    except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as error:
+        raise DatasetError(
+            f"dataset '{repo_id}' was not found locally (searched {searched}) and could not be downloaded "
+            f"from the Hugging Face hub ({type(error).__name__}). Record one with `policylab record "
+            f"--dataset.root=...`, or set $POLICYLAB_HOME to the folder that holds '{repo_id}'."
+        ) from error
+    if not (target / INFO_PATH).is_file():
+        raise DatasetError(f"downloaded '{repo_id}' to {target}, but it has no {INFO_PATH}")
+    return target
+
+
+class LeRobotDataset(torch.utils.data.Dataset):
+    """Frames of a LeRobot-format dataset (v3.0 or v2.1) as dicts of tensors.
+
+    Args:
+        repo_id: dataset name, looked up under `root` or the data home (see `resolve_dataset_root`).
+        root: folder holding `repo_id`, or the dataset folder itself.
+        delta_timestamps: key -> time offsets in seconds, e.g. {"action": [0.0, 0.1, ...]}; each must be a
+            multiple of 1/fps (within `tolerance_s`).
+        episodes: episode indices to use (default all).
+    """
+
+    def __init__(
+        self,
+        repo_id: str | None = None,
+        root: str | Path | None = None,
+        delta_timestamps: dict[str, list[float]] | None = None,
+        episodes: list[int] | None = None,
+        tolerance_s: float = 1e-4,
+    ):
+        self.repo_id = repo_id
+        self.root = resolve_dataset_root(repo_id, root)
+        self.meta = LeRobotDatasetMetadata(self.root)
+        self.delta_timestamps = delta_timestamps
+        self.tolerance_s = tolerance_s
+        self.episodes = self._select_episodes(episodes)
+        self._offsets = delta_timestamps_to_offsets(delta_timestamps or {}, self.fps, self.features, tolerance_s)
+
+        numeric_keys = [k for k, f in self.features.items() if f["dtype"] not in ("video", "image", "string")]
+        self._columns = load_columns(self.meta, self.episodes, numeric_keys)
+        self._cameras = {key: load_camera_frames(self.meta, key) for key in self.meta.camera_keys}
+        lengths = np.array([e.length for e in self.episodes])
+        ends = np.cumsum(lengths)
+        self._episode_start = np.repeat(ends - lengths, lengths)  # (N,) first position of each frame's episode
+        self._episode_end = np.repeat(ends, lengths)  # (N,) one past its last position
+        self._camera_rows = np.concatenate([np.arange(e.dataset_from_index, e.dataset_to_index) for e in self.episodes])
+        self._check_timestamps()
+
+    def _select_episodes(self, episodes: list[int] | None):
+        if episodes is None:
+            return list(self.meta.episodes)
+        known = {e.episode_index: e for e in self.meta.episodes}
+        unknown = [i for i in episodes if i not in known]
+        if unknown:
+            raise DatasetError(f"{self.root}: episodes {unknown} do not exist (0..{self.meta.total_episodes - 1})")
+        return [known[i] for i in sorted(set(episodes))]
+
+    def _check_timestamps(self) -> None:
+        """Timestamps must advance by 1/fps within each episode, or windows would pick the wrong frames."""
+        timestamps = self._columns.get(TIMESTAMP)
+        if timestamps is None:
+            return
+        start = 0
+        for record in self.episodes:
+            steps = np.diff(timestamps[start : start + record.length].astype(np.float64))
+            if np.any(np.abs(steps - 1 / self.fps) > self.tolerance_s):
+                raise DatasetError(
+                    f"{self.root / record.data_file}: episode {record.episode_index} timestamps do not advance "
+                    f"by 1/fps = {1 / self.fps:g} s"
+                )
+            start += record.length
+
+    # -- what users ask of a dataset ---------------------------------------------------------------------
+    @property
+    def fps(self) -> int:
+        return self.meta.fps
+
+    @property
+    def features(self) -> dict[str, dict]:
+        return self.meta.features
+
+    @property
+    def num_frames(self) -> int:
+        return len(self._episode_start)
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episodes)
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"frame {index} is out of range for a dataset of {len(self)} frames")
+        batch = self.gather(np.array([index % len(self)]))
+        return {key: value[0] for key, value in batch.items()}
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        batch = self.gather(np.asarray(indices))
+        return [{key: value[i] for key, value in batch.items()} for i in range(len(indices))]
+
+    def gather(self, positions: np.ndarray) -> dict[str, torch.Tensor]:
+        """A batch of items at `positions` (B,), each value with a leading batch axis."""
+        start, end = self._episode_start[positions], self._episode_end[positions]
+        batch = {}
+        for key in [*self._columns, *self._cameras]:
+            rows, offsets = positions, self._offsets.get(key)
+            if offsets is not None:
+                rows, is_pad = window_indices(positions, offsets, start, end)  # (B, K)
+                batch[key + PAD_SUFFIX] = torch.from_numpy(is_pad)
+            if key in self._cameras:
+                frames = self._cameras[key][self._camera_rows[rows]]  # uint8 (B, [K,] C, H, W)
+                batch[key] = torch.from_numpy(frames).to(torch.float32).div_(255.0)
+            else:
+                batch[key] = torch.from_numpy(self._columns[key][rows])
+        return batch
+
+    def __repr__(self) -> str:
+        return (
+            f"LeRobotDataset(root='{self.root}', episodes={self.num_episodes}, frames={self.num_frames}, "
+            f"fps={self.fps}, windows={ {k: len(v) for k, v in self._offsets.items()} })"
+        )

@@ -1,0 +1,68 @@
+"""`LeRobotDatasetMetadata`: what a dataset holds (info, episodes, tasks, statistics), without its frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from policylab.datasets.layout import STATS_PATH, read_episodes, read_info, read_json, read_tasks
+from policylab.datasets.stats import Stats, aggregate_stats, stats_from_json
+
+
+class LeRobotDatasetMetadata:
+    """Metadata of the LeRobot-format dataset in `root` (v3.0 or v2.1)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.info = read_info(self.root)
+        self.episodes = read_episodes(self.root, self.info)
+        self.tasks = read_tasks(self.root, self.info)
+        self.stats = {
+            key: {name: torch.as_tensor(value, dtype=torch.float32) for name, value in stats.items()}
+            for key, stats in self._numpy_stats().items()
+        }
+
+    def _numpy_stats(self) -> Stats:
+        if (self.root / STATS_PATH).is_file():
+            return stats_from_json(read_json(self.root / STATS_PATH))
+        return aggregate_stats([e.stats for e in self.episodes if e.stats])
+
+    @property
+    def codebase_version(self) -> str:
+        return self.info["codebase_version"]
+
+    @property
+    def fps(self) -> int:
+        return self.info["fps"]
+
+    @property
+    def features(self) -> dict[str, dict]:
+        return self.info["features"]
+
+    @property
+    def robot_type(self) -> str | None:
+        return self.info.get("robot_type")
+
+    @property
+    def total_episodes(self) -> int:
+        return self.info["total_episodes"]
+
+    @property
+    def total_frames(self) -> int:
+        return self.info["total_frames"]
+
+    @property
+    def video_keys(self) -> list[str]:
+        return [k for k, f in self.features.items() if f["dtype"] == "video"]
+
+    @property
+    def camera_keys(self) -> list[str]:
+        """Video and image features alike."""
+        return [k for k, f in self.features.items() if f["dtype"] in ("video", "image")]
+
+    def __repr__(self) -> str:
+        return (
+            f"LeRobotDatasetMetadata(root='{self.root}', codebase_version={self.codebase_version}, fps={self.fps}, "
+            f"episodes={self.total_episodes}, frames={self.total_frames}, features={list(self.features)})"
+        )

@@ -1,0 +1,165 @@
+"""`LeRobotDatasetWriter`: append whole episodes to a LeRobot-format dataset, each one atomically.
+
+Commit order of an episode: its video and data files (each written to a temporary name, then renamed),
+then the episode and task tables and `meta/stats.json`, and `meta/info.json` last. `info.json`'s
+`total_episodes` is the commit point: readers use only the episodes it counts, and reopening a dataset
+deletes files and rows of an episode whose commit did not finish. SIGINT and SIGTERM that arrive during a
+commit are held until it ends, so Ctrl-C or a kill leaves a valid dataset of the complete episodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from policylab.datasets.errors import DatasetError
+from policylab.datasets.layout import (
+    DEFAULT_FEATURES,
+    INFO_PATH,
+    STATS_PATH,
+    EpisodeRecord,
+    episode_files,
+    new_info,
+    read_episodes,
+    read_info,
+    read_tasks,
+    update_totals,
+    write_atomic,
+    write_episodes,
+    write_json_atomic,
+    write_tasks,
+)
+from policylab.datasets.parquet import columns_to_table
+from policylab.datasets.stats import aggregate_stats, compute_episode_stats, stats_to_json
+from policylab.datasets.video import encode_video, video_info
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+    """Hold SIGINT/SIGTERM until the block ends, then deliver them (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
+class LeRobotDatasetWriter:
+    """Writes a new dataset in `root`, or appends to the one there (resuming after its last complete episode).
+
+    features: LeRobot feature specs of the recorded signals, e.g.
+        {"observation.image": {"dtype": "video", "shape": [96, 96, 3], "names": ["height", "width", "channels"]},
+         "action": {"dtype": "float32", "shape": [2], "names": ["x", "y"]}}
+    The bookkeeping columns (timestamp, frame_index, episode_index, index, task_index) are added here.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        fps: int,
+        features: dict[str, dict],
+        codebase_version: str = "v3.0",
+        robot_type: str | None = None,
+    ):
+        self.root = Path(root)
+        if (self.root / INFO_PATH).exists():
+            self.info = read_info(self.root)
+            self._check_compatible(fps, features)
+            self.episodes = read_episodes(self.root, self.info)
+            self.tasks = read_tasks(self.root, self.info) if self.episodes else []
+            self._remove_uncommitted_files()
+        else:
+            self.info = new_info(codebase_version, fps, features, robot_type)
+            self.episodes, self.tasks = [], []
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def num_frames(self) -> int:
+        return sum(e.length for e in self.episodes)
+
+    def _check_compatible(self, fps: int, features: dict[str, dict]) -> None:
+        existing = {k: v for k, v in self.info["features"].items() if k not in DEFAULT_FEATURES}
+        if self.info["fps"] != fps or {k: (v["dtype"], list(v["shape"])) for k, v in existing.items()} != {
+            k: (v["dtype"], list(v["shape"])) for k, v in features.items()
+        }:
+            raise DatasetError(
+                f"{self.root}: a dataset with other features or fps is already there "
+                f"(fps {self.info['fps']}, features {sorted(existing)}); choose another root"
+            )
+
+    def _remove_uncommitted_files(self) -> None:
+        """Delete data/video files and temporaries that no committed episode refers to."""
+        referenced = {self.root / e.data_file for e in self.episodes}
+        referenced |= {self.root / f for e in self.episodes for f in e.video_files.values()}
+        for folder in ("data", "videos", "meta"):
+            for path in (self.root / folder).rglob("*"):
+                stray_file = path.suffix in (".parquet", ".mp4") and folder != "meta" and path not in referenced
+                if path.is_file() and (stray_file or path.name.endswith(".tmp")):
+                    path.unlink()
+
+    def add_episode(self, frames: dict[str, np.ndarray], task: str) -> EpisodeRecord:
+        """Append one episode: `frames` maps every feature to an array with one row per frame."""
+        features = {k: v for k, v in self.info["features"].items() if k not in DEFAULT_FEATURES}
+        missing = set(features) - set(frames)
+        if missing:
+            raise DatasetError(f"episode is missing feature(s) {', '.join(sorted(missing))}")
+        length = len(next(iter(frames.values())))
+        if length == 0 or any(len(v) != length for v in frames.values()):
+            raise DatasetError(f"episode frames must be non-empty and equally long, got { {k: len(v) for k, v in frames.items()} }")
+
+        episode_index, start = self.num_episodes, self.num_frames
+        if task not in self.tasks:
+            self.tasks.append(task)
+        columns = {
+            **{k: np.asarray(v) for k, v in frames.items()},
+            "timestamp": np.arange(length, dtype=np.float32) / self.info["fps"],
+            "frame_index": np.arange(length, dtype=np.int64),
+            "episode_index": np.full(length, episode_index, dtype=np.int64),
+            "index": np.arange(start, start + length, dtype=np.int64),
+            "task_index": np.full(length, self.tasks.index(task), dtype=np.int64),
+        }
+        data_file, video_files = episode_files(self.info, episode_index)
+        record = EpisodeRecord(
+            episode_index=episode_index,
+            length=length,
+            tasks=[task],
+            dataset_from_index=start,
+            data_file=data_file,
+            video_files=video_files,
+            video_from_timestamp=dict.fromkeys(video_files, 0.0),
+            stats=compute_episode_stats(columns, self.info["features"]),
+        )
+        for key, path in video_files.items():
+            self._set_video_info(key, columns[key].shape)
+            write_atomic(self.root / path, lambda tmp, key=key: encode_video(columns[key], tmp, self.info["fps"]))
+        table = columns_to_table(columns, self.info["features"], self.info["codebase_version"])
+        with deferred_interrupts():
+            write_atomic(self.root / data_file, lambda tmp: pq.write_table(table, tmp))
+            self.episodes.append(record)
+            self._commit_metadata()
+        return record
+
+    def _set_video_info(self, key: str, shape: tuple[int, ...]) -> None:
+        self.info["features"][key]["info"] = video_info(shape, self.info["fps"])
+
+    def _commit_metadata(self) -> None:
+        write_episodes(self.root, self.info, self.episodes)
+        write_tasks(self.root, self.info, self.tasks)
+        write_json_atomic(self.root / STATS_PATH, stats_to_json(aggregate_stats([e.stats for e in self.episodes])))
+        self.info = update_totals(self.info, self.episodes, self.tasks)
+        write_json_atomic(self.root / INFO_PATH, self.info)

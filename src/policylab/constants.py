@@ -8,7 +8,9 @@ Shape symbols used in comments and docstrings across the package:
 """
 
 OBS_IMAGE = "observation.image"
-OBS_IMAGE_PREFIX = "observation.image"  # every camera key starts with it: observation.image, observation.images.top
+OBS_IMAGE_PREFIX = (
+    "observation.image"  # every camera key starts with it: observation.image, observation.images.top
+)
 OBS_STATE = "observation.state"
 OBS_ENV_STATE = "observation.environment_state"
 ACTION = "action"

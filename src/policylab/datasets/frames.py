@@ -26,7 +26,9 @@ from policylab.datasets.video import decode_video, select_episode_frames
 CACHE_DIR = ".cache/policylab"
 
 
-def load_columns(meta: LeRobotDatasetMetadata, episodes: list[EpisodeRecord], keys: list[str]) -> dict[str, np.ndarray]:
+def load_columns(
+    meta: LeRobotDatasetMetadata, episodes: list[EpisodeRecord], keys: list[str]
+) -> dict[str, np.ndarray]:
     """Columns `keys` of `episodes`, concatenated in that order: key -> (sum of lengths, *shape)."""
     by_file: dict[str, list[EpisodeRecord]] = defaultdict(list)
     for record in episodes:
@@ -87,7 +89,9 @@ def _hwc_shape(meta: LeRobotDatasetMetadata, key: str) -> tuple[int, int, int]:
 
 def _fingerprint(meta: LeRobotDatasetMetadata, key: str) -> str:
     files = sorted({meta.root / (e.video_files.get(key) or e.data_file) for e in meta.episodes})
-    sources = [(str(f.relative_to(meta.root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists()]
+    sources = [
+        (str(f.relative_to(meta.root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists()
+    ]
     spec = json.dumps([meta.features[key], meta.total_frames, sources], sort_keys=True, default=str)
     return hashlib.sha1(spec.encode()).hexdigest()[:16]
 
@@ -118,7 +122,15 @@ def _episode_frames(meta: LeRobotDatasetMetadata, key: str):
     for file, records in by_file.items():
         path = meta.root / file
         decoded, times = decode_video(path)
-        yield path, [
-            (r, select_episode_frames(decoded, times, r.video_from_timestamp[key], r.length, meta.fps, path))
-            for r in records
-        ]
+        yield (
+            path,
+            [
+                (
+                    r,
+                    select_episode_frames(
+                        decoded, times, r.video_from_timestamp[key], r.length, meta.fps, path
+                    ),
+                )
+                for r in records
+            ],
+        )

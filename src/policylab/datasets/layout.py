@@ -122,7 +122,9 @@ def read_parquet(path: Path) -> pa.Table:
 
 def new_info(codebase_version: str, fps: int, features: dict, robot_type: str | None) -> dict:
     if codebase_version not in CODEBASE_VERSIONS:
-        raise DatasetError(f"codebase_version '{codebase_version}' is not supported ({', '.join(CODEBASE_VERSIONS)})")
+        raise DatasetError(
+            f"codebase_version '{codebase_version}' is not supported ({', '.join(CODEBASE_VERSIONS)})"
+        )
     data_path, video_path = PATH_TEMPLATES[codebase_version]
     has_video = any(f["dtype"] == "video" for f in features.values())
     info = {
@@ -153,7 +155,9 @@ def read_info(root: Path) -> dict:
     info = read_json(path)
     version = info.get("codebase_version")
     if version not in CODEBASE_VERSIONS:
-        raise DatasetError(f"{path}: codebase_version '{version}' is not supported ({', '.join(CODEBASE_VERSIONS)})")
+        raise DatasetError(
+            f"{path}: codebase_version '{version}' is not supported ({', '.join(CODEBASE_VERSIONS)})"
+        )
     for key in ("fps", "features", "total_episodes", "total_frames", "data_path"):
         if key not in info:
             raise DatasetError(f"{path}: required field '{key}' is missing")
@@ -170,7 +174,9 @@ def update_totals(info: dict, episodes: list[EpisodeRecord], tasks: list[str]) -
     info = {**info, "total_episodes": len(episodes), "total_frames": sum(e.length for e in episodes)}
     info.update(total_tasks=len(tasks), splits={"train": f"0:{len(episodes)}"})
     if info["codebase_version"] == "v2.1":
-        info.update(total_videos=n_videos, total_chunks=(len(episodes) - 1) // CHUNKS_SIZE + 1 if episodes else 0)
+        info.update(
+            total_videos=n_videos, total_chunks=(len(episodes) - 1) // CHUNKS_SIZE + 1 if episodes else 0
+        )
     return info
 
 
@@ -179,7 +185,9 @@ def episode_files(info: dict, episode_index: int) -> tuple[str, dict[str, str]]:
     chunk, number = divmod(episode_index, info.get("chunks_size", CHUNKS_SIZE))
     fields = dict(chunk_index=chunk, file_index=number, episode_chunk=chunk, episode_index=episode_index)
     video_keys = [k for k, f in info["features"].items() if f["dtype"] == "video"]
-    return info["data_path"].format(**fields), {k: info["video_path"].format(video_key=k, **fields) for k in video_keys}
+    return info["data_path"].format(**fields), {
+        k: info["video_path"].format(video_key=k, **fields) for k in video_keys
+    }
 
 
 # -- episode and task tables ----------------------------------------------------------------------------
@@ -187,10 +195,16 @@ def episode_files(info: dict, episode_index: int) -> tuple[str, dict[str, str]]:
 
 def read_episodes(root: Path, info: dict) -> list[EpisodeRecord]:
     """Episode records of a dataset, in episode order, limited to the `total_episodes` committed in info."""
-    records = _read_episodes_v30(root, info) if info["codebase_version"] == "v3.0" else _read_episodes_v21(root, info)
+    records = (
+        _read_episodes_v30(root, info)
+        if info["codebase_version"] == "v3.0"
+        else _read_episodes_v21(root, info)
+    )
     records = sorted(records, key=lambda r: r.episode_index)[: info["total_episodes"]]
     if len(records) < info["total_episodes"]:
-        raise DatasetError(f"{root}: meta/info.json lists {info['total_episodes']} episodes, metadata has {len(records)}")
+        raise DatasetError(
+            f"{root}: meta/info.json lists {info['total_episodes']} episodes, metadata has {len(records)}"
+        )
     return records
 
 
@@ -203,7 +217,9 @@ def _read_episodes_v30(root: Path, info: dict) -> list[EpisodeRecord]:
     for path in files:
         table = read_parquet(path)
         required = ["episode_index", "length", "dataset_from_index", "data/chunk_index", "data/file_index"]
-        required += [f"videos/{k}/{c}" for k in video_keys for c in ("chunk_index", "file_index", "from_timestamp")]
+        required += [
+            f"videos/{k}/{c}" for k in video_keys for c in ("chunk_index", "file_index", "from_timestamp")
+        ]
         missing = [c for c in required if c not in table.column_names]
         if missing:
             raise DatasetError(f"{path}: episode metadata lacks column(s) {', '.join(missing)}")
@@ -240,7 +256,11 @@ def _read_episodes_v30(root: Path, info: dict) -> list[EpisodeRecord]:
 def _read_episodes_v21(root: Path, info: dict) -> list[EpisodeRecord]:
     rows = read_jsonl(root / "meta/episodes.jsonl")
     stats_path = root / "meta/episodes_stats.jsonl"
-    stats = {r["episode_index"]: stats_from_json(r["stats"]) for r in read_jsonl(stats_path)} if stats_path.exists() else {}
+    stats = (
+        {r["episode_index"]: stats_from_json(r["stats"]) for r in read_jsonl(stats_path)}
+        if stats_path.exists()
+        else {}
+    )
     records, start = [], 0
     for row in sorted(rows, key=lambda r: r["episode_index"]):
         data_file, video_files = episode_files(info, row["episode_index"])
@@ -296,7 +316,10 @@ def write_episodes(root: Path, info: dict, records: list[EpisodeRecord]) -> None
             row.update({f"stats/{key}/{name}": np.asarray(v).tolist() for name, v in stats.items()})
         row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
         rows.append(row)
-    write_atomic(root / "meta/episodes/chunk-000/file-000.parquet", lambda tmp: pq.write_table(pa.Table.from_pylist(rows), tmp))
+    write_atomic(
+        root / "meta/episodes/chunk-000/file-000.parquet",
+        lambda tmp: pq.write_table(pa.Table.from_pylist(rows), tmp),
+    )
 
 
 def read_tasks(root: Path, info: dict) -> list[str]:
@@ -313,16 +336,32 @@ def read_tasks(root: Path, info: dict) -> list[str]:
 
 def write_tasks(root: Path, info: dict, tasks: list[str]) -> None:
     if info["codebase_version"] == "v2.1":
-        write_jsonl_atomic(root / "meta/tasks.jsonl", [{"task_index": i, "task": t} for i, t in enumerate(tasks)])
+        write_jsonl_atomic(
+            root / "meta/tasks.jsonl", [{"task_index": i, "task": t} for i, t in enumerate(tasks)]
+        )
         return
-    table = pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(tasks, pa.string())})
+    table = pa.table(
+        {"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(tasks, pa.string())}
+    )
     # LeRobot reads this file with pandas and looks tasks up by the index: record 'task' as the pandas index.
     pandas_meta = {
         "index_columns": ["task"],
         "column_indexes": [],
         "columns": [
-            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64", "metadata": None},
-            {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None},
+            {
+                "name": "task_index",
+                "field_name": "task_index",
+                "pandas_type": "int64",
+                "numpy_type": "int64",
+                "metadata": None,
+            },
+            {
+                "name": "task",
+                "field_name": "task",
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": None,
+            },
         ],
         "attributes": {},
         "creator": {"library": "pyarrow", "version": pa.__version__},

@@ -88,16 +88,22 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self.delta_timestamps = delta_timestamps
         self.tolerance_s = tolerance_s
         self.episodes = self._select_episodes(episodes)
-        self._offsets = delta_timestamps_to_offsets(delta_timestamps or {}, self.fps, self.features, tolerance_s)
+        self._offsets = delta_timestamps_to_offsets(
+            delta_timestamps or {}, self.fps, self.features, tolerance_s
+        )
 
         numeric_keys = [k for k, f in self.features.items() if f["dtype"] not in ("video", "image", "string")]
         self._columns = load_columns(self.meta, self.episodes, numeric_keys)
         self._cameras = {key: load_camera_frames(self.meta, key) for key in self.meta.camera_keys}
         lengths = np.array([e.length for e in self.episodes])
         ends = np.cumsum(lengths)
-        self._episode_start = np.repeat(ends - lengths, lengths)  # (N,) first position of each frame's episode
+        self._episode_start = np.repeat(
+            ends - lengths, lengths
+        )  # (N,) first position of each frame's episode
         self._episode_end = np.repeat(ends, lengths)  # (N,) one past its last position
-        self._camera_rows = np.concatenate([np.arange(e.dataset_from_index, e.dataset_to_index) for e in self.episodes])
+        self._camera_rows = np.concatenate(
+            [np.arange(e.dataset_from_index, e.dataset_to_index) for e in self.episodes]
+        )
         self._check_timestamps()
 
     def _select_episodes(self, episodes: list[int] | None):
@@ -106,7 +112,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
         known = {e.episode_index: e for e in self.meta.episodes}
         unknown = [i for i in episodes if i not in known]
         if unknown:
-            raise DatasetError(f"{self.root}: episodes {unknown} do not exist (0..{self.meta.total_episodes - 1})")
+            raise DatasetError(
+                f"{self.root}: episodes {unknown} do not exist (0..{self.meta.total_episodes - 1})"
+            )
         return [known[i] for i in sorted(set(episodes))]
 
     def _check_timestamps(self) -> None:
@@ -165,7 +173,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 batch[key + PAD_SUFFIX] = torch.from_numpy(is_pad)
             if key in self._cameras:
                 frames = self._cameras[key][self._camera_rows[rows]]  # uint8 (B, [K,] C, H, W)
-                batch[key] = torch.from_numpy(frames).to(torch.float32).div_(255.0)
+                batch[key] = torch.from_numpy(frames).to(torch.float32).mul_(1 / 255)  # mul: ~8x faster than div_ on CPU
             else:
                 batch[key] = torch.from_numpy(self._columns[key][rows])
         return batch

@@ -22,7 +22,9 @@ def is_visual(feature: dict) -> bool:
 
 
 def _sample_frame_indices(n_frames: int) -> np.ndarray:
-    return np.unique(np.linspace(0, n_frames - 1, min(n_frames, MAX_IMAGE_SAMPLES_PER_EPISODE)).round().astype(int))
+    return np.unique(
+        np.linspace(0, n_frames - 1, min(n_frames, MAX_IMAGE_SAMPLES_PER_EPISODE)).round().astype(int)
+    )
 
 
 def _image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
@@ -30,7 +32,10 @@ def _image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
     sampled = frames[_sample_frame_indices(len(frames))]
     pixels = sampled.reshape(-1, sampled.shape[-1]).astype(np.float64) / 255.0  # (N*H*W, 3)
     stats = _vector_stats(pixels)
-    return {k: v if k == "count" else v.reshape(-1, 1, 1) for k, v in {**stats, "count": np.array([len(sampled)])}.items()}
+    return {
+        k: v if k == "count" else v.reshape(-1, 1, 1)
+        for k, v in {**stats, "count": np.array([len(sampled)])}.items()
+    }
 
 
 def _vector_stats(values: np.ndarray) -> dict[str, np.ndarray]:

@@ -24,7 +24,9 @@ def delta_timestamps_to_offsets(
             )
         deltas = np.asarray(deltas, dtype=np.float64).reshape(-1)
         if deltas.size == 0:
-            raise DatasetError(f"delta_timestamps['{key}'] is empty; give at least one time offset in seconds")
+            raise DatasetError(
+                f"delta_timestamps['{key}'] is empty; give at least one time offset in seconds"
+            )
         steps = np.round(deltas * fps)
         off_grid = np.abs(deltas - steps / fps) > tolerance_s
         if off_grid.any():

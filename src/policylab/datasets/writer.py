@@ -46,7 +46,10 @@ def deferred_interrupts():
         yield
         return
     received: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        s: signal.signal(s, lambda signum, frame: received.append(signum))
+        for s in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:
@@ -108,7 +111,9 @@ class LeRobotDatasetWriter:
         referenced |= {self.root / f for e in self.episodes for f in e.video_files.values()}
         for folder in ("data", "videos", "meta"):
             for path in (self.root / folder).rglob("*"):
-                stray_file = path.suffix in (".parquet", ".mp4") and folder != "meta" and path not in referenced
+                stray_file = (
+                    path.suffix in (".parquet", ".mp4") and folder != "meta" and path not in referenced
+                )
                 if path.is_file() and (stray_file or path.name.endswith(".tmp")):
                     path.unlink()
 
@@ -120,7 +125,9 @@ class LeRobotDatasetWriter:
             raise DatasetError(f"episode is missing feature(s) {', '.join(sorted(missing))}")
         length = len(next(iter(frames.values())))
         if length == 0 or any(len(v) != length for v in frames.values()):
-            raise DatasetError(f"episode frames must be non-empty and equally long, got { {k: len(v) for k, v in frames.items()} }")
+            raise DatasetError(
+                f"episode frames must be non-empty and equally long, got { {k: len(v) for k, v in frames.items()} }"
+            )
 
         episode_index, start = self.num_episodes, self.num_frames
         if task not in self.tasks:
@@ -146,7 +153,9 @@ class LeRobotDatasetWriter:
         )
         for key, path in video_files.items():
             self._set_video_info(key, columns[key].shape)
-            write_atomic(self.root / path, lambda tmp, key=key: encode_video(columns[key], tmp, self.info["fps"]))
+            write_atomic(
+                self.root / path, lambda tmp, key=key: encode_video(columns[key], tmp, self.info["fps"])
+            )
         table = columns_to_table(columns, self.info["features"], self.info["codebase_version"])
         with deferred_interrupts():
             write_atomic(self.root / data_file, lambda tmp: pq.write_table(table, tmp))
@@ -160,6 +169,8 @@ class LeRobotDatasetWriter:
     def _commit_metadata(self) -> None:
         write_episodes(self.root, self.info, self.episodes)
         write_tasks(self.root, self.info, self.tasks)
-        write_json_atomic(self.root / STATS_PATH, stats_to_json(aggregate_stats([e.stats for e in self.episodes])))
+        write_json_atomic(
+            self.root / STATS_PATH, stats_to_json(aggregate_stats([e.stats for e in self.episodes]))
+        )
         self.info = update_totals(self.info, self.episodes, self.tasks)
         write_json_atomic(self.root / INFO_PATH, self.info)

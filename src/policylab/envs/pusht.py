@@ -92,7 +92,8 @@ class PushTSim(PushTEnv):
         """(10,) float64 rigid-body state, fields as in `PHYSICS_STATE_FIELDS`."""
         a, b = self.agent, self.block
         return np.array(
-            [*a.position, *a.velocity, *b.position, b.angle, *b.velocity, b.angular_velocity], dtype=np.float64
+            [*a.position, *a.velocity, *b.position, b.angle, *b.velocity, b.angular_velocity],
+            dtype=np.float64,
         )
 
     def set_physics_state(self, state: np.ndarray) -> None:
@@ -175,7 +176,8 @@ class PushTObservation(gym.ObservationWrapper):
     def observation(self, observation):
         if isinstance(observation, dict):
             return {
-                _RAW_TO_FEATURE[k]: v if k == "pixels" else v.astype(np.float32) for k, v in observation.items()
+                _RAW_TO_FEATURE[k]: v if k == "pixels" else v.astype(np.float32)
+                for k, v in observation.items()
             }
         if observation.ndim == 3:
             return {OBS_IMAGE: observation}
@@ -184,7 +186,9 @@ class PushTObservation(gym.ObservationWrapper):
 
 def _as_float32(space: spaces.Space) -> spaces.Space:
     if isinstance(space, spaces.Box) and space.dtype != np.uint8:
-        return spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32), space.shape, np.float32)
+        return spaces.Box(
+            space.low.astype(np.float32), space.high.astype(np.float32), space.shape, np.float32
+        )
     return space
 
 

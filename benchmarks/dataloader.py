@@ -1,0 +1,124 @@
+"""Dataloader throughput: samples/s for Diffusion Policy and ACT windows, policylab vs LeRobot on the same data.
+
+    python benchmarks/dataloader.py --root data/pusht [--lerobot-python /path/to/lerobot-venv/bin/python]
+
+Measures a torch DataLoader (shuffle, batch 64, num_workers 0 by default) over full batches of the windows
+each policy trains on, after a warm-up; the frame cache is built before timing starts (it is built once per
+dataset, and its build time is reported separately). With --lerobot-python, this same file runs under that
+interpreter with LeRobot's LeRobotDataset on the same folder. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+FPS = 10
+WINDOWS = {
+    # Diffusion Policy (PushT preset): 2 observation frames, horizon 16 starting one step back
+    "diffusion": {
+        "observation.image": [-0.1, 0.0],
+        "observation.state": [-0.1, 0.0],
+        "action": [(i - 1) / FPS for i in range(16)],
+    },
+    # ACT: current frame, 100-step action chunk
+    "act": {"action": [i / FPS for i in range(100)]},
+}
+
+
+def make_dataset(tool: str, root: str, delta_timestamps: dict):
+    if tool == "policylab":
+        from policylab.datasets import LeRobotDataset
+
+        return LeRobotDataset(root=root, delta_timestamps=delta_timestamps)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    except ImportError:  # LeRobot < 0.3
+        from lerobot.common.datasets.lerobot_dataset import LeRobotDataset
+    import lerobot
+
+    backend = "pyav" if lerobot.__version__ >= "0.4" else "torchcodec"
+    return LeRobotDataset("local/bench", root=root, delta_timestamps=delta_timestamps, video_backend=backend)
+
+
+def samples_per_second(dataset, batch_size: int, num_workers: int, min_seconds: float, max_batches: int) -> dict:
+    import torch
+
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=True
+    )
+    iterator = iter(loader)
+    for _ in range(2):  # warm-up (and worker start-up)
+        next(iterator)
+    batches, started = 0, time.perf_counter()
+    while batches < max_batches and (time.perf_counter() - started < min_seconds or batches < 5):
+        try:
+            next(iterator)
+        except StopIteration:
+            iterator = iter(loader)
+            continue
+        batches += 1
+    elapsed = time.perf_counter() - started
+    return {"samples_per_s": round(batches * batch_size / elapsed, 1), "batches_timed": batches}
+
+
+def measure(tool: str, root: str, batch_size: int, num_workers: int, min_seconds: float) -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    results = {}
+    for policy, windows in WINDOWS.items():
+        started = time.perf_counter()
+        dataset = make_dataset(tool, root, windows)
+        setup_s = time.perf_counter() - started
+        results[policy] = {
+            **samples_per_second(dataset, batch_size, num_workers, min_seconds, max_batches=400),
+            "dataset_setup_s": round(setup_s, 2),
+        }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default="data/pusht", help="dataset folder (record one with `policylab record`)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--min-seconds", type=float, default=5.0, help="time each measurement at least this long")
+    parser.add_argument("--lerobot-python", help="python of a venv with lerobot installed, to measure it too")
+    parser.add_argument("--tool", default="policylab", choices=["policylab", "lerobot"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    results = measure(args.tool, args.root, args.batch_size, args.num_workers, args.min_seconds)
+    if args.tool == "lerobot":  # child run under LeRobot's interpreter
+        print(json.dumps(results))
+        return
+    import torch
+
+    report = {
+        "root": args.root,
+        "batch_size": args.batch_size,
+        "num_workers": args.num_workers,
+        "torch_threads": torch.get_num_threads(),
+        "policylab": results,
+    }
+    if args.lerobot_python:
+        child = subprocess.run(
+            [args.lerobot_python, __file__, "--tool=lerobot", f"--root={args.root}", f"--batch-size={args.batch_size}",
+             f"--num-workers={args.num_workers}", f"--min-seconds={args.min_seconds}"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        report["lerobot"] = json.loads(child.stdout.strip().splitlines()[-1])
+        report["ratio_policylab_over_lerobot"] = {
+            policy: round(results[policy]["samples_per_s"] / report["lerobot"][policy]["samples_per_s"], 1)
+            for policy in WINDOWS
+        }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The `policylab` command: one sub-command per job, each a thin function over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from policylab.datasets.errors import DatasetError
+from policylab.flags import FlagError, parse_flags
+
+
+def record(args: list[str]) -> None:
+    from policylab.experts.record import RecordConfig, record_dataset, summarize_recording
+
+    config = parse_flags(RecordConfig, args, "policylab record")
+    started = time.perf_counter()
+    root = record_dataset(config)
+    summary = summarize_recording(root)
+    summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(summary, indent=2))
+    print(f"dataset written to {root.resolve()}")
+
+
+COMMANDS = {
+    "record": (record, "record expert demonstrations into a LeRobot-format dataset"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: policylab <command> [--flag=value ...]\n\ncommands:")
+        for name, (_, description) in COMMANDS.items():
+            print(f"  {name:<10}{description}")
+        print("\n`policylab <command> --help` lists every flag of a command with its default.")
+        return
+    command, *args = argv
+    if command not in COMMANDS:
+        raise FlagError("policylab", f"unknown command '{command}'; commands: {', '.join(COMMANDS)}")
+    try:
+        COMMANDS[command][0](args)
+    except DatasetError as error:
+        print(f"policylab {command}: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""Record expert demonstrations into a LeRobot-format dataset (`policylab record`).
+
+Attempt k runs the expert on the env reset with seed `seed + k`; attempts run in worker processes and are
+written in attempt order, so the dataset does not depend on the number of workers. Every episode is
+committed atomically (see `LeRobotDatasetWriter`), and `meta/recording.json` logs each attempt's seed and
+outcome; rerunning the same command on the same root resumes after the last committed attempt.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from policylab.constants import ACTION, DONE, OBS_IMAGE, REWARD, SUCCESS
+from policylab.datasets.layout import read_json, write_json_atomic
+from policylab.datasets.writer import LeRobotDatasetWriter, deferred_interrupts
+from policylab.envs import make_env
+from policylab.envs.configs import EnvConfig, PushTEnvConfig
+from policylab.experts.pusht import PushTExpert, PushTExpertConfig
+
+RECORDING_LOG = "meta/recording.json"
+PUSHT_TASK = "Push the T-shaped block onto the T-shaped target."
+
+
+@dataclass
+class RecordDatasetConfig:
+    """Where and how the demonstrations are written.
+
+    root: dataset folder to create, or to resume when it already holds a recording.
+    num_episodes: number of successful episodes to record.
+    codebase_version: LeRobot layout to write, v3.0 (LeRobot >= 0.4) or v2.1 (LeRobot 0.1-0.3).
+    task: language instruction stored with every episode.
+    """
+
+    root: str = "data/pusht"
+    num_episodes: int = 50
+    codebase_version: str = "v3.0"
+    task: str = PUSHT_TASK
+
+
+@dataclass
+class RecordConfig:
+    """policylab record: run the built-in expert and write its demonstrations.
+
+    seed: attempt k resets the env with seed + k (episodes are reproducible one by one).
+    num_workers: expert processes running in parallel (episodes are still written in seed order).
+    keep_failed: also write episodes in which the expert did not succeed.
+    max_attempts: give up after this many attempts (default: 2 x num_episodes + 10).
+    """
+
+    env: EnvConfig = field(default_factory=PushTEnvConfig)
+    dataset: RecordDatasetConfig = field(default_factory=RecordDatasetConfig)
+    expert: PushTExpertConfig = field(default_factory=PushTExpertConfig)
+    seed: int = 0
+    num_workers: int = 2
+    keep_failed: bool = False
+    max_attempts: int | None = None
+
+
+@dataclass
+class Attempt:
+    seed: int
+    success: bool
+    length: int
+    seconds: float
+    mean_action_delta: float  # mean |a_t - a_(t-1)| in px: how smooth the expert's commands are
+    frames: dict[str, np.ndarray]
+
+
+def dataset_features(env_config: EnvConfig) -> dict[str, dict]:
+    """LeRobot feature specs for what the env observes, plus action, reward, done and success."""
+    env = make_env(env_config)
+    features = {}
+    for key, space in env.observation_space.spaces.items():
+        if key == OBS_IMAGE:
+            features[key] = {
+                "dtype": "video",
+                "shape": list(space.shape),
+                "names": ["height", "width", "channels"],
+            }
+        else:
+            features[key] = {"dtype": "float32", "shape": list(space.shape), "names": None}
+    env.close()
+    features[ACTION] = {"dtype": "float32", "shape": [2], "names": ["x", "y"]}
+    features[REWARD] = {"dtype": "float32", "shape": [1], "names": None}
+    features[DONE] = {"dtype": "bool", "shape": [1], "names": None}
+    features[SUCCESS] = {"dtype": "bool", "shape": [1], "names": None}
+    return features
+
+
+def run_expert_episode(env_config: EnvConfig, expert_config: PushTExpertConfig, seed: int) -> Attempt:
+    """One expert episode from `env.reset(seed=seed)`: frame t holds the observation before action t."""
+    started = time.perf_counter()
+    env = make_env(env_config)
+    expert = PushTExpert(expert_config, seed=seed)
+    observation, _ = env.reset(seed=seed)
+    expert.reset(env.unwrapped)
+    frames: dict[str, list] = {key: [] for key in [*observation, ACTION, REWARD, DONE, SUCCESS]}
+    success, done = False, False
+    while not done:
+        action = expert.act(env.unwrapped)
+        for key, value in observation.items():
+            frames[key].append(value)
+        observation, reward, terminated, truncated, info = env.step(action)
+        success, done = bool(info["is_success"]), terminated or truncated
+        frames[ACTION].append(np.asarray(action, dtype=np.float32))
+        frames[REWARD].append(np.float32(reward))
+        frames[DONE].append(done)
+        frames[SUCCESS].append(success)
+    env.close()
+    stacked = {key: np.stack(values) for key, values in frames.items()}
+    deltas = np.linalg.norm(np.diff(stacked[ACTION], axis=0), axis=1)
+    seconds = time.perf_counter() - started
+    return Attempt(
+        seed, success, len(stacked[ACTION]), seconds, float(deltas.mean()) if len(deltas) else 0.0, stacked
+    )
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the main process, which stops cleanly between episodes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class RecordingLog:
+    """meta/recording.json: every attempt's seed and outcome, reconciled with the committed episodes."""
+
+    def __init__(self, root: Path, config: RecordConfig, num_committed: int):
+        self.path = root / RECORDING_LOG
+        previous = read_json(self.path) if self.path.is_file() else {}
+        if previous and previous.get("seed") != config.seed:
+            raise ValueError(
+                f"{self.path}: this dataset was recorded with --seed={previous.get('seed')}; "
+                f"resume with the same seed or choose another --dataset.root"
+            )
+        self.attempts: list[dict] = self._reconcile(previous.get("attempts", []), num_committed, config)
+        self.config = config
+
+    @staticmethod
+    def _reconcile(attempts: list[dict], num_committed: int, config: RecordConfig) -> list[dict]:
+        """Drop attempts whose episode never committed; add the one a kill may have left unlogged."""
+        kept = [a for a in attempts if a["episode_index"] is None or a["episode_index"] < num_committed]
+        written = sum(a["episode_index"] is not None for a in kept)
+        while written < num_committed:  # committed, but the process died before logging it
+            seed = config.seed + len(kept)
+            kept.append(
+                {
+                    "seed": seed,
+                    "success": True,
+                    "length": None,
+                    "seconds": None,
+                    "mean_action_delta": None,
+                    "episode_index": written,
+                }
+            )
+            written += 1
+        return kept
+
+    @property
+    def next_seed(self) -> int:
+        return self.config.seed + len(self.attempts)
+
+    def add(self, attempt: Attempt, episode_index: int | None) -> None:
+        self.attempts.append(
+            {
+                "seed": attempt.seed,
+                "success": attempt.success,
+                "length": attempt.length,
+                "seconds": round(attempt.seconds, 3),
+                "mean_action_delta": round(attempt.mean_action_delta, 3),
+                "episode_index": episode_index,
+            }
+        )
+
+    def save(self) -> None:
+        succeeded = [a for a in self.attempts if a["success"]]
+        write_json_atomic(
+            self.path,
+            {
+                "seed": self.config.seed,
+                "env": {"type": self.config.env.type, **asdict(self.config.env)},
+                "expert": asdict(self.config.expert),
+                "episodes_attempted": len(self.attempts),
+                "episodes_succeeded": len(succeeded),
+                "episodes_written": sum(a["episode_index"] is not None for a in self.attempts),
+                "succeeded_seeds": [a["seed"] for a in succeeded],
+                "failed_seeds": [a["seed"] for a in self.attempts if not a["success"]],
+                "attempts": self.attempts,
+            },
+        )
+
+
+def record_dataset(config: RecordConfig) -> Path:
+    """Record `config.dataset.num_episodes` expert episodes into `config.dataset.root` (resuming if present)."""
+    root = Path(config.dataset.root)
+    writer = LeRobotDatasetWriter(
+        root,
+        fps=config.env.fps,
+        features=dataset_features(config.env),
+        codebase_version=config.dataset.codebase_version,
+        robot_type="2d pointer",
+    )
+    log = RecordingLog(root, config, writer.num_episodes)
+    target = config.dataset.num_episodes
+    max_attempts = config.max_attempts if config.max_attempts is not None else 2 * target + 10
+    context = multiprocessing.get_context("spawn")  # no inherited pygame/torch state in the workers
+    progress = tqdm(total=target, initial=writer.num_episodes, desc="recording", unit="episode")
+    with ProcessPoolExecutor(config.num_workers, mp_context=context, initializer=_ignore_interrupts) as pool:
+        pending: deque[Future] = deque()
+        next_seed = log.next_seed
+        while writer.num_episodes < target:
+            # keep a few attempts queued per worker; submit no more than could still be needed
+            budget = min(target - writer.num_episodes, max_attempts - len(log.attempts)) - len(pending)
+            while budget > 0 and len(pending) < 2 * config.num_workers:
+                pending.append(pool.submit(run_expert_episode, config.env, config.expert, next_seed))
+                next_seed, budget = next_seed + 1, budget - 1
+            if not pending:
+                break
+            attempt = pending.popleft().result()
+            with deferred_interrupts():
+                episode_index = None
+                if attempt.success or config.keep_failed:
+                    episode_index = writer.add_episode(attempt.frames, config.dataset.task).episode_index
+                    progress.update()
+                log.add(attempt, episode_index)
+                log.save()
+            tried = len(log.attempts)
+            progress.set_postfix_str(f"success {sum(a['success'] for a in log.attempts)}/{tried}")
+        for future in pending:
+            future.cancel()
+    progress.close()
+    return root
+
+
+def summarize_recording(root: Path) -> dict:
+    """Figures a person checks after recording: success rate, lengths, smoothness, speed."""
+    log = read_json(root / RECORDING_LOG)
+    attempts = log["attempts"]
+    timed = [a["seconds"] for a in attempts if a["seconds"] is not None]
+    lengths = [a["length"] for a in attempts if a["success"] and a["length"] is not None]
+    deltas = [a["mean_action_delta"] for a in attempts if a["mean_action_delta"] is not None]
+    return {
+        "root": str(root),
+        "episodes_written": log["episodes_written"],
+        "episodes_attempted": log["episodes_attempted"],
+        "expert_success_rate": log["episodes_succeeded"] / max(1, log["episodes_attempted"]),
+        "mean_successful_episode_length": float(np.mean(lengths)) if lengths else None,
+        "mean_action_delta_px": float(np.mean(deltas)) if deltas else None,
+        "mean_expert_seconds_per_episode": float(np.mean(timed)) if timed else None,
+    }

@@ -1,0 +1,164 @@
+"""Dotted command-line flags over config dataclasses (parsed by draccus), with the help and errors users need.
+
+draccus does the parsing (`--dataset.root=...`, `--env.type=pusht` choosing a registered config class).
+This module adds what it lacks: `--help` that lists every flag with its default and description, an
+unknown flag answered with the closest valid names, and a bad value reported as one line naming the flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import sys
+import typing
+from dataclasses import MISSING, fields, is_dataclass
+
+import draccus
+from draccus.utils import DecodingError
+
+
+class FlagError(SystemExit):
+    """A command line that cannot be parsed; exits with status 2 after printing the message."""
+
+    def __init__(self, prog: str, message: str):
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        super().__init__(2)
+
+
+@dataclasses.dataclass
+class Flag:
+    name: str
+    type_name: str
+    default: object
+    doc: str
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """'name: description' entries of a dataclass docstring (continuation lines indented further)."""
+    docs, current = {}, None
+    for line in (cls.__doc__ or "").splitlines():
+        match = re.match(r"^\s*([a-z_][\w, ]*):\s+(.*)$", line)
+        if match:
+            current = [name.strip() for name in match.group(1).split(",")]
+            for name in current:
+                docs[name] = match.group(2).strip()
+        elif current and line.strip():
+            for name in current:
+                docs[name] += " " + line.strip()
+        else:
+            current = None
+    return docs
+
+
+def _type_name(annotation) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _default_of(field: dataclasses.Field):
+    if field.default is not MISSING:
+        return field.default
+    if field.default_factory is not MISSING:
+        return field.default_factory()
+    return None
+
+
+def list_flags(config: object, prefix: str = "") -> list[Flag]:
+    """Every flag of a config instance, recursing into nested configs (for choice types: the chosen one)."""
+    flags = []
+    cls = type(config)
+    hints = typing.get_type_hints(cls)
+    docs = _field_docs(cls)
+    if isinstance(config, draccus.ChoiceRegistry):
+        choices = ", ".join(cls.get_known_choices())
+        flags.append(Flag(f"{prefix}type", f"{{{choices}}}", cls.get_choice_name(cls), "which config to use"))
+    for field in fields(cls):
+        value = getattr(config, field.name, _default_of(field))
+        if is_dataclass(value):
+            flags += list_flags(value, f"{prefix}{field.name}.")
+        else:
+            flags.append(
+                Flag(prefix + field.name, _type_name(hints[field.name]), value, docs.get(field.name, ""))
+            )
+    return flags
+
+
+def all_flag_names(config_cls: type) -> set[str]:
+    """Flag names valid for some choice of every choice-typed field (what a command line may contain)."""
+    names = set()
+
+    def visit(cls: type, prefix: str) -> None:
+        if issubclass(cls, draccus.ChoiceRegistry):
+            names.add(prefix + "type")
+            classes = list(cls.get_known_choices().values()) or [cls]
+        else:
+            classes = [cls]
+        for option in classes:
+            hints = typing.get_type_hints(option)
+            for field in fields(option):
+                field_type = hints[field.name]
+                if isinstance(field_type, type) and is_dataclass(field_type):
+                    names.add(prefix + field.name)
+                    visit(field_type, f"{prefix}{field.name}.")
+                else:
+                    names.add(prefix + field.name)
+
+    visit(config_cls, "")
+    return names
+
+
+def format_help(prog: str, config_cls: type) -> str:
+    config = config_cls()
+    lines = [f"usage: {prog} [--flag=value ...]", ""]
+    summary = (config_cls.__doc__ or "").strip().split("\n\n")[0]
+    if summary:
+        lines += [summary, ""]
+    flags = list_flags(config)
+    width = max(len(f"--{f.name}={f.default}") for f in flags) + 2
+    for flag in flags:
+        left = f"--{flag.name}={flag.default}"
+        lines.append(
+            f"  {left:<{width}}{flag.type_name}. {flag.doc}".rstrip(". ")
+            if flag.doc
+            else f"  {left:<{width}}{flag.type_name}"
+        )
+    lines += [
+        "",
+        "Booleans take true/false; lists take [a,b,c]. Flags of another --X.type appear once it is chosen.",
+    ]
+    return "\n".join(lines)
+
+
+def _with_default_choices(config_cls: type, args: list[str]) -> list[str]:
+    """Add `--X.type=<default>` where `--X.field=...` is given alone (draccus needs the type to decode X)."""
+    added = []
+    for flag in list_flags(config_cls()):
+        if flag.name.endswith("type") and flag.type_name.startswith("{"):
+            prefix = flag.name[: -len("type")]
+            given = [a[2:].split("=", 1)[0] for a in args]
+            if any(name.startswith(prefix) for name in given) and prefix + "type" not in given:
+                added.append(f"--{prefix}type={flag.default}")
+    return added + args
+
+
+def parse_flags(config_cls: type, args: list[str], prog: str):
+    """Parse `args` into a `config_cls` instance, or exit with a message naming the bad flag."""
+    if any(a in ("-h", "--help") for a in args):
+        print(format_help(prog, config_cls))
+        raise SystemExit(0)
+    valid = all_flag_names(config_cls)
+    for arg in args:
+        if not arg.startswith("--"):
+            raise FlagError(prog, f"unexpected argument '{arg}'; flags look like --name=value (see --help)")
+        name = arg[2:].split("=", 1)[0]
+        if name not in valid:
+            close = difflib.get_close_matches(name, sorted(valid), n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join('--' + c for c in close)}? " if close else ""
+            raise FlagError(
+                prog,
+                f"unknown flag --{name}; {hint}valid flags: {', '.join('--' + v for v in sorted(valid))}",
+            )
+    try:
+        return draccus.parse(config_class=config_cls, args=_with_default_choices(config_cls, args), prog=prog)
+    except DecodingError as error:
+        raise FlagError(prog, f"--{error}") from None

@@ -1,0 +1,193 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from policylab.datasets import DatasetError, LeRobotDataset, LeRobotDatasetWriter
+from synthetic import FEATURES, TASK, synthetic_episode, write_synthetic_dataset
+
+
+def test_items_round_trip_every_frame(synthetic_dataset):
+    root, episodes = synthetic_dataset
+    ds = LeRobotDataset(root=root)
+    assert len(ds) == ds.num_frames == 25 and ds.meta.total_episodes == 3 and ds.fps == 10
+    actions = np.concatenate([e["action"] for e in episodes])
+    rewards = np.concatenate([e["next.reward"] for e in episodes])
+    images = np.concatenate([e["observation.image"] for e in episodes]).transpose(0, 3, 1, 2) / 255.0
+    for i in range(len(ds)):
+        item = ds[i]
+        assert all(isinstance(v, torch.Tensor) for v in item.values())
+        np.testing.assert_array_equal(item["action"].numpy(), actions[i])
+        assert item["next.reward"].item() == rewards[i]
+        assert item["observation.image"].dtype == torch.float32 and item["observation.image"].shape == (
+            3,
+            96,
+            96,
+        )
+        assert np.abs(item["observation.image"].numpy() - images[i]).mean() < 3 / 255  # video codec tolerance
+    assert (
+        ds[5]["episode_index"].item() == 1 and ds[5]["frame_index"].item() == 0 and ds[5]["index"].item() == 5
+    )
+
+
+def test_windows_follow_hand_computed_indices(synthetic_dataset):
+    root, episodes = synthetic_dataset
+    ds = LeRobotDataset(
+        root=root, delta_timestamps={"action": [-0.1, 0.0, 0.1, 0.2], "observation.state": [-0.1, 0.0]}
+    )
+    second = episodes[1]["action"]  # frames 5..16
+    item = ds[5]  # first frame of episode 1
+    np.testing.assert_array_equal(item["action"].numpy(), second[[0, 0, 1, 2]])
+    np.testing.assert_array_equal(item["action_is_pad"].numpy(), [True, False, False, False])
+    item = ds[16]  # last frame of episode 1
+    np.testing.assert_array_equal(item["action"].numpy(), second[[10, 11, 11, 11]])
+    np.testing.assert_array_equal(item["action_is_pad"].numpy(), [False, False, True, True])
+    assert item["observation.state"].shape == (2, 2) and item["observation.state_is_pad"].tolist() == [
+        False,
+        False,
+    ]
+
+
+def test_image_windows_have_time_axis(synthetic_dataset):
+    root, _ = synthetic_dataset
+    ds = LeRobotDataset(root=root, delta_timestamps={"observation.image": [-0.1, 0.0]})
+    item = ds[0]
+    assert item["observation.image"].shape == (2, 3, 96, 96)
+    torch.testing.assert_close(item["observation.image"][0], item["observation.image"][1])  # clamped copy
+    assert item["observation.image_is_pad"].tolist() == [True, False]
+
+
+def test_batched_gather_matches_single_items(synthetic_dataset):
+    root, _ = synthetic_dataset
+    ds = LeRobotDataset(
+        root=root, delta_timestamps={"action": [0.0, 0.1, 0.2], "observation.image": [-0.1, 0.0]}
+    )
+    loader = torch.utils.data.DataLoader(ds, batch_size=7, shuffle=False)
+    batch = next(iter(loader))
+    for i in range(7):
+        for key, value in ds[i].items():
+            torch.testing.assert_close(batch[key][i], value)
+
+
+def test_episode_subset(synthetic_dataset):
+    root, episodes = synthetic_dataset
+    ds = LeRobotDataset(root=root, episodes=[2], delta_timestamps={"action": [-0.1, 0.0]})
+    assert len(ds) == 8 and ds[0]["episode_index"].item() == 2
+    np.testing.assert_array_equal(ds[0]["action"].numpy(), episodes[2]["action"][[0, 0]])
+    with pytest.raises(DatasetError, match=r"episodes \[7\] do not exist"):
+        LeRobotDataset(root=root, episodes=[7])
+
+
+def test_stats_cover_features(synthetic_dataset):
+    root, episodes = synthetic_dataset
+    stats = LeRobotDataset(root=root).meta.stats
+    actions = np.concatenate([e["action"] for e in episodes])
+    torch.testing.assert_close(stats["action"]["mean"], torch.tensor(actions.mean(0)), rtol=1e-5, atol=1e-4)
+    assert stats["observation.image"]["mean"].shape == (3, 1, 1)
+    assert set(stats["action"]) >= {"mean", "std", "min", "max"}
+
+
+def test_repo_id_is_found_under_root_and_data_home(tmp_path, monkeypatch):
+    write_synthetic_dataset(tmp_path / "home" / "me" / "pusht", lengths=(3,))
+    assert len(LeRobotDataset("me/pusht", root=tmp_path / "home")) == 3
+    monkeypatch.setenv("POLICYLAB_HOME", str(tmp_path / "home"))
+    assert len(LeRobotDataset("me/pusht")) == 3
+
+
+def test_missing_dataset_offline_names_searched_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("POLICYLAB_HOME", str(tmp_path))
+    with pytest.raises(
+        DatasetError, match=f"'nobody/nothing' was not found locally \\(searched {tmp_path}/nobody/nothing"
+    ):
+        LeRobotDataset("nobody/nothing")
+
+
+# -- bad input gets a clear error naming the file or key ---------------------------------------------------
+
+
+def test_missing_info_json(tmp_path):
+    with pytest.raises(DatasetError, match=r"no LeRobot dataset in .*\(meta/info.json is missing\)"):
+        LeRobotDataset(root=tmp_path)
+
+
+def test_unknown_codebase_version(tmp_path):
+    root = tmp_path / "ds"
+    write_synthetic_dataset(root, lengths=(3,))
+    info = json.loads((root / "meta/info.json").read_text())
+    (root / "meta/info.json").write_text(json.dumps({**info, "codebase_version": "v9"}))
+    with pytest.raises(
+        DatasetError, match=r"info.json: codebase_version 'v9' is not supported \(v3.0, v2.1\)"
+    ):
+        LeRobotDataset(root=root)
+
+
+def test_parquet_not_matching_info(tmp_path):
+    root = tmp_path / "ds"
+    write_synthetic_dataset(root, lengths=(3,))
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"]["observation.velocity"] = {"dtype": "float32", "shape": [2], "names": None}
+    (root / "meta/info.json").write_text(json.dumps(info))
+    with pytest.raises(
+        DatasetError,
+        match=r"file-000.parquet: column 'observation.velocity' declared in meta/info.json is missing",
+    ):
+        LeRobotDataset(root=root)
+
+
+def test_wrong_shape_in_info(tmp_path):
+    root = tmp_path / "ds"
+    write_synthetic_dataset(root, lengths=(3,))
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"]["action"]["shape"] = [3]
+    (root / "meta/info.json").write_text(json.dumps(info))
+    with pytest.raises(
+        DatasetError, match=r"column 'action' has arrow type .*expected float32 of shape \[3\]"
+    ):
+        LeRobotDataset(root=root)
+
+
+def test_missing_video(tmp_path):
+    root = tmp_path / "ds"
+    write_synthetic_dataset(root, lengths=(3, 4))
+    (root / "videos/observation.image/chunk-000/file-001.mp4").unlink()
+    with pytest.raises(DatasetError, match=r"file-001.mp4: video file is missing"):
+        LeRobotDataset(root=root)
+
+
+def test_corrupt_parquet(tmp_path):
+    root = tmp_path / "ds"
+    write_synthetic_dataset(root, lengths=(3,))
+    (root / "data/chunk-000/file-000.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DatasetError, match=r"file-000.parquet: not a readable parquet file"):
+        LeRobotDataset(root=root)
+
+
+def test_writer_rejects_incomplete_episode(tmp_path):
+    writer = LeRobotDatasetWriter(tmp_path / "ds", fps=10, features=FEATURES)
+    episode = synthetic_episode(4, 0)
+    del episode["action"]
+    with pytest.raises(DatasetError, match="missing feature\\(s\\) action"):
+        writer.add_episode(episode, TASK)
+
+
+def test_reopening_appends_and_removes_uncommitted_files(tmp_path):
+    root = tmp_path / "ds"
+    write_synthetic_dataset(root, lengths=(3, 4))
+    # a kill between writing episode 2's files and committing its metadata leaves stray files
+    stray = root / "data/chunk-000/file-002.parquet"
+    stray.write_bytes(b"partial")
+    (root / "meta/.info.json.tmp").write_text("{")
+    writer = LeRobotDatasetWriter(root, fps=10, features=FEATURES)
+    assert writer.num_episodes == 2 and not stray.exists() and not (root / "meta/.info.json.tmp").exists()
+    writer.add_episode(synthetic_episode(5, 9), TASK)
+    ds = LeRobotDataset(root=root)
+    assert ds.meta.total_episodes == 3 and len(ds) == 12
+
+
+def test_reopening_with_other_features_is_refused(tmp_path):
+    root = tmp_path / "ds"
+    write_synthetic_dataset(root, lengths=(3,))
+    with pytest.raises(DatasetError, match="other features or fps"):
+        LeRobotDatasetWriter(root, fps=30, features=FEATURES)

@@ -1,0 +1,48 @@
+import pytest
+
+from policylab.experts.record import RecordConfig
+from policylab.flags import format_help, parse_flags
+
+
+def test_dotted_flags_parse_into_nested_configs():
+    config = parse_flags(
+        RecordConfig,
+        ["--env.type=pusht", "--dataset.root=/tmp/x", "--dataset.num_episodes=7", "--seed=3"],
+        "t",
+    )
+    assert config.dataset.root == "/tmp/x" and config.dataset.num_episodes == 7 and config.seed == 3
+    assert config.env.type == "pusht"
+
+
+def test_typo_suggests_the_flag_and_lists_valid_ones(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_flags(RecordConfig, ["--dataset.num_episode=3"], "policylab record")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown flag --dataset.num_episode; did you mean --dataset.num_episodes" in err
+    assert "--dataset.root" in err and "--env.obs_type" in err
+
+
+def test_bad_value_names_the_flag(capsys):
+    with pytest.raises(SystemExit):
+        parse_flags(RecordConfig, ["--seed=abc"], "policylab record")
+    assert "--seed" in capsys.readouterr().err
+
+
+def test_bad_choice_lists_choices(capsys):
+    with pytest.raises(SystemExit):
+        parse_flags(RecordConfig, ["--env.type=aloha"], "policylab record")
+    assert "pusht" in capsys.readouterr().err
+
+
+def test_help_lists_every_flag_with_default():
+    text = format_help("policylab record", RecordConfig)
+    for flag in [
+        "--dataset.root=data/pusht",
+        "--dataset.num_episodes=50",
+        "--seed=0",
+        "--env.type=pusht",
+        "--num_workers=2",
+    ]:
+        assert flag in text
+    assert "number of successful episodes to record" in text

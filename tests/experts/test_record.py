@@ -18,13 +18,17 @@ pytestmark = pytest.mark.slow
 
 
 def policylab(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "policylab.cli", *args], capture_output=True, text=True, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "policylab.cli", *args], capture_output=True, text=True, **kwargs
+    )
 
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     root = tmp_path_factory.mktemp("record") / "pusht"
-    result = policylab("record", "--env.type=pusht", f"--dataset.root={root}", "--dataset.num_episodes=3", "--seed=0")
+    result = policylab(
+        "record", "--env.type=pusht", f"--dataset.root={root}", "--dataset.num_episodes=3", "--seed=0"
+    )
     assert result.returncode == 0, result.stderr
     return root, result
 
@@ -61,7 +65,9 @@ def test_rerun_resumes_without_repeating(recorded, tmp_path):
     root, _ = recorded
     before = LeRobotDataset(root=root)
     first_actions = before[0]["action"]
-    result = policylab("record", f"--dataset.root={root}", "--dataset.num_episodes=4", "--seed=0", "--num_workers=1")
+    result = policylab(
+        "record", f"--dataset.root={root}", "--dataset.num_episodes=4", "--seed=0", "--num_workers=1"
+    )
     assert result.returncode == 0, result.stderr
     after = LeRobotDataset(root=root)
     log = json.loads((root / "meta/recording.json").read_text())
@@ -72,7 +78,14 @@ def test_rerun_resumes_without_repeating(recorded, tmp_path):
 
 def test_interrupted_recording_leaves_valid_dataset_and_resumes(tmp_path):
     root = tmp_path / "pusht"
-    args = [sys.executable, "-m", "policylab.cli", "record", f"--dataset.root={root}", "--dataset.num_episodes=20"]
+    args = [
+        sys.executable,
+        "-m",
+        "policylab.cli",
+        "record",
+        f"--dataset.root={root}",
+        "--dataset.num_episodes=20",
+    ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not _committed(root):
@@ -81,7 +94,9 @@ def test_interrupted_recording_leaves_valid_dataset_and_resumes(tmp_path):
     process.wait(timeout=60)
     committed = LeRobotDataset(root=root).meta.total_episodes
     assert 1 <= committed < 20
-    result = policylab("record", f"--dataset.root={root}", f"--dataset.num_episodes={committed + 1}", "--num_workers=1")
+    result = policylab(
+        "record", f"--dataset.root={root}", f"--dataset.num_episodes={committed + 1}", "--num_workers=1"
+    )
     assert result.returncode == 0, result.stderr
     assert LeRobotDataset(root=root).meta.total_episodes == committed + 1
 
@@ -98,7 +113,9 @@ def test_record_v21_layout(tmp_path):
         "--env.obs_type=environment_state_agent_pos", "--num_workers=1",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert (root / "meta/episodes.jsonl").is_file() and (root / "data/chunk-000/episode_000000.parquet").is_file()
+    assert (root / "meta/episodes.jsonl").is_file() and (
+        root / "data/chunk-000/episode_000000.parquet"
+    ).is_file()
     ds = LeRobotDataset(root=root)
     assert ds.meta.codebase_version == "v2.1" and "observation.image" not in ds.features
 

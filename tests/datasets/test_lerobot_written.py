@@ -1,0 +1,57 @@
+"""policylab reads datasets that real LeRobot wrote (fixtures made by tests/fixtures/lerobot_written/make_*.py)."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from policylab.datasets import LeRobotDataset
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "lerobot_written"
+LENGTHS = [5, 12, 8]
+
+
+def expected_image(frame_index: int) -> np.ndarray:
+    """The pattern make_*.py draws in channels 0 and 1 (channel 2 is random per frame), (C, H, W)."""
+    ramp = np.arange(96)
+    image = np.zeros((2, 96, 96))
+    image[0] = (ramp[None, :] * 2 + frame_index * 10) % 256
+    image[1] = (ramp[:, None] * 2) % 256
+    return image / 255.0
+
+
+@pytest.fixture(params=["v30", "v21", "v30_img", "v21_img"])
+def lerobot_dataset_root(request, tmp_path):
+    root = tmp_path / request.param
+    shutil.copytree(FIXTURES / request.param, root)  # the frame cache goes next to the copy
+    return root
+
+
+def test_reads_lerobot_written_dataset(lerobot_dataset_root):
+    ds = LeRobotDataset(root=lerobot_dataset_root, delta_timestamps={"action": [-0.1, 0.0, 0.1]})
+    assert ds.meta.codebase_version == ("v3.0" if "v30" in lerobot_dataset_root.name else "v2.1")
+    assert [e.length for e in ds.episodes] == LENGTHS and len(ds) == sum(LENGTHS)
+    parquet_actions = np.concatenate(
+        [
+            np.stack(pq.read_table(lerobot_dataset_root / e.data_file).column("action").to_pylist())
+            for e in ds.episodes
+        ]
+        if ds.meta.codebase_version == "v2.1"
+        else [
+            np.stack(
+                pq.read_table(lerobot_dataset_root / ds.episodes[0].data_file).column("action").to_pylist()
+            )
+        ]
+    )
+    for i in range(len(ds)):
+        item = ds[i]
+        np.testing.assert_array_equal(item["action"][1].numpy(), parquet_actions[i])
+        frame_index = int(item["frame_index"])
+        # per channel: a frame off by one shifts channel 0 by 10/255, above the codec's ~3.5/255
+        error = np.abs(item["observation.image"][:2].numpy() - expected_image(frame_index)).mean(axis=(1, 2))
+        assert error.max() < (1e-6 if lerobot_dataset_root.name.endswith("_img") else 6 / 255)
+    last = ds[LENGTHS[0] - 1]
+    assert last["action_is_pad"].tolist() == [False, False, True]
+    assert ds.meta.stats["observation.image"]["mean"].shape == (3, 1, 1)

@@ -191,3 +191,15 @@ def test_reopening_with_other_features_is_refused(tmp_path):
     write_synthetic_dataset(root, lengths=(3,))
     with pytest.raises(DatasetError, match="other features or fps"):
         LeRobotDatasetWriter(root, fps=30, features=FEATURES)
+
+
+def test_pickles_without_frames_and_loads_in_worker_processes(synthetic_dataset):
+    import pickle
+
+    root, _ = synthetic_dataset
+    ds = LeRobotDataset(root=root, delta_timestamps={"observation.image": [-0.1, 0.0]})
+    blob = pickle.dumps(ds)
+    assert len(blob) < 200_000  # 25 frames of 96x96x3 would be 690 kB
+    torch.testing.assert_close(pickle.loads(blob)[7], ds[7])
+    loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=2, multiprocessing_context="spawn")
+    assert sum(len(batch["index"]) for batch in loader) == len(ds)

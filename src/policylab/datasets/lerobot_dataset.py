@@ -132,6 +132,18 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 )
             start += record.length
 
+    def __getstate__(self) -> dict:
+        """Pickle (for spawned DataLoader workers) without the frames: memory-mapped caches are reopened."""
+        state = dict(self.__dict__)
+        state["_cameras"] = {k: v if not isinstance(v, np.memmap) else None for k, v in self._cameras.items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._cameras = {
+            k: v if v is not None else load_camera_frames(self.meta, k) for k, v in self._cameras.items()
+        }
+
     # -- what users ask of a dataset ---------------------------------------------------------------------
     @property
     def fps(self) -> int:
@@ -173,7 +185,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 batch[key + PAD_SUFFIX] = torch.from_numpy(is_pad)
             if key in self._cameras:
                 frames = self._cameras[key][self._camera_rows[rows]]  # uint8 (B, [K,] C, H, W)
-                batch[key] = torch.from_numpy(frames).to(torch.float32).mul_(1 / 255)  # mul: ~8x faster than div_ on CPU
+                batch[key] = (
+                    torch.from_numpy(frames).to(torch.float32).mul_(1 / 255)
+                )  # mul: ~8x faster than div_ on CPU
             else:
                 batch[key] = torch.from_numpy(self._columns[key][rows])
         return batch

@@ -1,4 +1,6 @@
-"""policylab reads datasets that real LeRobot wrote (fixtures made by tests/fixtures/lerobot_written/make_*.py)."""
+"""policylab reads datasets that real LeRobot wrote (fixtures made by tests/fixtures/lerobot_written/make_*.py;
+v21_converted_to_v30 is v21 run through LeRobot 0.6.1's `lerobot.scripts.convert_dataset_v21_to_v30`, the way
+most v3.0 datasets on the hub were made)."""
 
 import shutil
 from pathlib import Path
@@ -22,7 +24,7 @@ def expected_image(frame_index: int) -> np.ndarray:
     return image / 255.0
 
 
-@pytest.fixture(params=["v30", "v21", "v30_img", "v21_img"])
+@pytest.fixture(params=["v30", "v21", "v30_img", "v21_img", "v21_converted_to_v30"])
 def lerobot_dataset_root(request, tmp_path):
     root = tmp_path / request.param
     shutil.copytree(FIXTURES / request.param, root)  # the frame cache goes next to the copy
@@ -31,7 +33,11 @@ def lerobot_dataset_root(request, tmp_path):
 
 def test_reads_lerobot_written_dataset(lerobot_dataset_root):
     ds = LeRobotDataset(root=lerobot_dataset_root, delta_timestamps={"action": [-0.1, 0.0, 0.1]})
-    assert ds.meta.codebase_version == ("v3.0" if "v30" in lerobot_dataset_root.name else "v2.1")
+    assert ds.meta.codebase_version == (
+        "v3.0"
+        if lerobot_dataset_root.name.startswith("v30") or "to_v30" in lerobot_dataset_root.name
+        else "v2.1"
+    )
     assert [e.length for e in ds.episodes] == LENGTHS and len(ds) == sum(LENGTHS)
     parquet_actions = np.concatenate(
         [

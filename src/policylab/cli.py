@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 import time
@@ -37,7 +38,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     command, *args = argv
     if command not in COMMANDS:
-        raise FlagError("policylab", f"unknown command '{command}'; commands: {', '.join(COMMANDS)}")
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise FlagError("policylab", f"unknown command '{command}'; {hint}commands: {', '.join(COMMANDS)}")
     try:
         COMMANDS[command][0](args)
     except DatasetError as error:

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import re
 import sys
+import textwrap
 import typing
 from dataclasses import MISSING, fields, is_dataclass
 
@@ -107,24 +108,23 @@ def all_flag_names(config_cls: type) -> set[str]:
     return names
 
 
+def _show(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def format_help(prog: str, config_cls: type) -> str:
-    config = config_cls()
     lines = [f"usage: {prog} [--flag=value ...]", ""]
     summary = (config_cls.__doc__ or "").strip().split("\n\n")[0]
     if summary:
         lines += [summary, ""]
-    flags = list_flags(config)
-    width = max(len(f"--{f.name}={f.default}") for f in flags) + 2
-    for flag in flags:
-        left = f"--{flag.name}={flag.default}"
-        lines.append(
-            f"  {left:<{width}}{flag.type_name}. {flag.doc}".rstrip(". ")
-            if flag.doc
-            else f"  {left:<{width}}{flag.type_name}"
-        )
+    for flag in list_flags(config_cls()):
+        lines.append(f"  --{flag.name}={_show(flag.default)}  ({flag.type_name})")
+        lines += textwrap.wrap(flag.doc, width=100, initial_indent=" " * 6, subsequent_indent=" " * 6)
     lines += [
         "",
-        "Booleans take true/false; lists take [a,b,c]. Flags of another --X.type appear once it is chosen.",
+        "Booleans take true/false; lists take [a,b,c]. The flags of another --X.type appear once it is chosen.",
     ]
     return "\n".join(lines)
 
@@ -161,4 +161,4 @@ def parse_flags(config_cls: type, args: list[str], prog: str):
     try:
         return draccus.parse(config_class=config_cls, args=_with_default_choices(config_cls, args), prog=prog)
     except DecodingError as error:
-        raise FlagError(prog, f"--{error}") from None
+        raise FlagError(prog, f"--{'.'.join(error.key_path)}: {error.message}") from None

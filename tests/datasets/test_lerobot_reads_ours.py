@@ -10,6 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
+
 from synthetic import write_synthetic_dataset
 
 READ_WITH_LEROBOT = """

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -21,7 +22,7 @@ from policylab.datasets.errors import DatasetError
 from policylab.datasets.layout import EpisodeRecord, read_parquet
 from policylab.datasets.metadata import LeRobotDatasetMetadata
 from policylab.datasets.parquet import column_to_numpy
-from policylab.datasets.video import decode_video, select_episode_frames
+from policylab.datasets.video import iter_video_frames
 
 CACHE_DIR = ".cache/policylab"
 
@@ -97,40 +98,52 @@ def _fingerprint(meta: LeRobotDatasetMetadata, key: str) -> str:
 
 
 def _decode_into(meta: LeRobotDatasetMetadata, key: str, frames: np.ndarray) -> None:
-    """Fill `frames` (N, C, H, W) with every episode of camera `key`, decoding each video file once."""
-    with tqdm(total=meta.total_episodes, desc=f"frame cache {key}", unit="episode", leave=False) as progress:
-        for path, episodes in _episode_frames(meta, key):
-            for record, hwc in episodes:
-                chw = hwc.transpose(0, 3, 1, 2)  # (n, H, W, C) -> (n, C, H, W)
-                if chw.shape[1:] != frames.shape[1:]:
-                    raise DatasetError(
-                        f"{path}: '{key}' frames are {chw.shape[1:]} (C, H, W), info.json says {frames.shape[1:]}"
-                    )
-                frames[record.dataset_from_index : record.dataset_to_index] = chw
-                progress.update()
-
-
-def _episode_frames(meta: LeRobotDatasetMetadata, key: str):
-    """Yield (file, [(episode record, (n, H, W, C) uint8 frames)]) per video file, or per data file for images."""
-    if meta.features[key]["dtype"] == "image":  # PNG bytes inside the parquet files
-        for record in meta.episodes:
-            yield meta.root / record.data_file, [(record, load_columns(meta, [record], [key])[key])]
-        return
+    """Fill `frames` (N, C, H, W) with every episode of camera `key`, decoding each file once, streaming."""
     by_file: dict[str, list[EpisodeRecord]] = defaultdict(list)
     for record in meta.episodes:
-        by_file[record.video_files[key]].append(record)
-    for file, records in by_file.items():
-        path = meta.root / file
-        decoded, times = decode_video(path)
-        yield (
-            path,
-            [
-                (
-                    r,
-                    select_episode_frames(
-                        decoded, times, r.video_from_timestamp[key], r.length, meta.fps, path
-                    ),
-                )
-                for r in records
-            ],
+        by_file[
+            record.video_files[key] if meta.features[key]["dtype"] == "video" else record.data_file
+        ].append(record)
+    with tqdm(total=meta.total_episodes, desc=f"frame cache {key}", unit="episode", leave=False) as progress:
+        for file, records in by_file.items():
+            if meta.features[key]["dtype"] == "video":
+                _decode_video_file(meta, key, meta.root / file, records, frames)
+            else:  # PNG bytes inside the parquet file
+                images = load_columns(meta, records, [key])[key]  # (n, H, W, C)
+                rows = np.concatenate([np.arange(r.dataset_from_index, r.dataset_to_index) for r in records])
+                _check_frame_shape(images[0], frames, meta.root / file, key)
+                frames[rows] = images.transpose(0, 3, 1, 2)
+            progress.update(len(records))
+
+
+def _decode_video_file(
+    meta: LeRobotDatasetMetadata, key: str, path: Path, records: list[EpisodeRecord], frames: np.ndarray
+) -> None:
+    """Write the frames of `records`, which share the video file `path`, into their dataset rows.
+
+    An episode occupies [from_timestamp, from_timestamp + length / fps) of the file; frame k of it is the
+    one shown at from_timestamp + k / fps (LeRobot v3.0 packs episodes one after another in a file).
+    """
+    records = sorted(records, key=lambda r: r.video_from_timestamp[key])
+    starts = np.array([r.video_from_timestamp[key] for r in records])
+    filled = np.zeros(len(records), dtype=np.int64)
+    for time, image in iter_video_frames(path):
+        j = int(np.searchsorted(starts, time + 0.5 / meta.fps, side="right")) - 1
+        k = round((time - starts[j]) * meta.fps) if j >= 0 else -1
+        if 0 <= k < records[j].length:
+            _check_frame_shape(image, frames, path, key)
+            frames[records[j].dataset_from_index + k] = image.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
+            filled[j] += 1
+    for record, count in zip(records, filled, strict=True):
+        if count != record.length:
+            raise DatasetError(
+                f"{path}: episode {record.episode_index} should have {record.length} frames from "
+                f"t={record.video_from_timestamp[key]:.3f}s at {meta.fps} fps, the video has {count}"
+            )
+
+
+def _check_frame_shape(image: np.ndarray, frames: np.ndarray, path: Path, key: str) -> None:
+    if (image.shape[2], image.shape[0], image.shape[1]) != frames.shape[1:]:
+        raise DatasetError(
+            f"{path}: '{key}' frames are {image.shape} (H, W, C), meta/info.json says {frames.shape[1:]} (C, H, W)"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -47,36 +48,15 @@ def video_info(frames_shape: tuple[int, ...], fps: int) -> dict:
     }
 
 
-def decode_video(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """All frames of `path` as (N, H, W, 3) uint8, with their presentation times in seconds (N,)."""
+def iter_video_frames(path: Path) -> Iterator[tuple[float, np.ndarray]]:
+    """Decode `path` frame by frame: (presentation time in seconds, (H, W, 3) uint8)."""
     if not path.is_file():
         raise DatasetError(f"{path}: video file is missing")
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            frames, times = [], []
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                times.append(float(frame.pts * frame.time_base))
+                yield float(frame.pts * frame.time_base), frame.to_ndarray(format="rgb24")
     except av.FFmpegError as error:
         raise DatasetError(f"{path}: cannot decode video ({error})") from error
-    if not frames:
-        raise DatasetError(f"{path}: video has no frames")
-    return np.stack(frames), np.asarray(times)
-
-
-def select_episode_frames(
-    frames: np.ndarray, times: np.ndarray, from_timestamp: float, length: int, fps: int, path: Path
-) -> np.ndarray:
-    """The `length` frames of one episode stored from `from_timestamp` on in a (possibly shared) video file."""
-    wanted = from_timestamp + np.arange(length) / fps
-    position = np.searchsorted(times, wanted - 0.5 / fps)
-    position = np.clip(position, 0, len(times) - 1)
-    off_by = np.abs(times[position] - wanted)
-    if len(times) < length or np.any(off_by > 0.5 / fps):
-        raise DatasetError(
-            f"{path}: expected {length} frames from t={from_timestamp:.3f}s at {fps} fps, "
-            f"found {len(times)} frames spanning {times[0]:.3f}-{times[-1]:.3f}s"
-        )
-    return frames[position]

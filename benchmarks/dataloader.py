@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 
 FPS = 10
@@ -46,7 +45,9 @@ def make_dataset(tool: str, root: str, delta_timestamps: dict):
     return LeRobotDataset("local/bench", root=root, delta_timestamps=delta_timestamps, video_backend=backend)
 
 
-def samples_per_second(dataset, batch_size: int, num_workers: int, min_seconds: float, max_batches: int) -> dict:
+def samples_per_second(
+    dataset, batch_size: int, num_workers: int, min_seconds: float, max_batches: int
+) -> dict:
     import torch
 
     loader = torch.utils.data.DataLoader(
@@ -85,12 +86,18 @@ def measure(tool: str, root: str, batch_size: int, num_workers: int, min_seconds
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default="data/pusht", help="dataset folder (record one with `policylab record`)")
+    parser.add_argument(
+        "--root", default="data/pusht", help="dataset folder (record one with `policylab record`)"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--min-seconds", type=float, default=5.0, help="time each measurement at least this long")
+    parser.add_argument(
+        "--min-seconds", type=float, default=5.0, help="time each measurement at least this long"
+    )
     parser.add_argument("--lerobot-python", help="python of a venv with lerobot installed, to measure it too")
-    parser.add_argument("--tool", default="policylab", choices=["policylab", "lerobot"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--tool", default="policylab", choices=["policylab", "lerobot"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
 
     results = measure(args.tool, args.root, args.batch_size, args.num_workers, args.min_seconds)

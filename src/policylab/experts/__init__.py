@@ -1,0 +1,5 @@
+"""Scripted experts that record demonstrations."""
+
+from policylab.experts.pusht import PushTExpert, PushTExpertConfig
+
+__all__ = ["PushTExpert", "PushTExpertConfig"]

@@ -4,8 +4,10 @@
 
 Measures a torch DataLoader (shuffle, batch 64, num_workers 0 by default) over full batches of the windows
 each policy trains on, after a warm-up; the frame cache is built before timing starts (it is built once per
-dataset, and its build time is reported separately). With --lerobot-python, this same file runs under that
-interpreter with LeRobot's LeRobotDataset on the same folder. Prints one JSON object.
+dataset, and its build time is reported separately). Each measurement runs in a fresh process: policylab
+with glibc's default allocator settings, policylab after `keep_freed_memory()` (what `policylab` commands
+do; see src/policylab/utils/memory.py), and with --lerobot-python, LeRobot's LeRobotDataset on the same
+folder under that interpreter. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
+import sys
 import time
 
 FPS = 10
+TOOLS = ("policylab", "policylab_keep_freed_memory", "lerobot")
 WINDOWS = {
     # Diffusion Policy (PushT preset): 2 observation frames, horizon 16 starting one step back
     "diffusion": {
@@ -30,7 +35,7 @@ WINDOWS = {
 
 
 def make_dataset(tool: str, root: str, delta_timestamps: dict):
-    if tool == "policylab":
+    if tool.startswith("policylab"):
         from policylab.datasets import LeRobotDataset
 
         return LeRobotDataset(root=root, delta_timestamps=delta_timestamps)
@@ -39,15 +44,16 @@ def make_dataset(tool: str, root: str, delta_timestamps: dict):
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
     except ImportError:  # LeRobot < 0.3
         from lerobot.common.datasets.lerobot_dataset import LeRobotDataset
-    import lerobot
-
-    backend = "pyav" if lerobot.__version__ >= "0.4" else "torchcodec"
-    return LeRobotDataset("local/bench", root=root, delta_timestamps=delta_timestamps, video_backend=backend)
+    # LeRobot's default decoder (torchcodec; it needs FFmpeg's libraries: `apt-get install ffmpeg`)
+    return LeRobotDataset(
+        "local/bench", root=root, delta_timestamps=delta_timestamps, video_backend="torchcodec"
+    )
 
 
 def samples_per_second(
     dataset, batch_size: int, num_workers: int, min_seconds: float, max_batches: int
 ) -> dict:
+    """Throughput over at least `min_seconds` (total samples / total time), and from the median batch time."""
     import torch
 
     loader = torch.utils.data.DataLoader(
@@ -56,16 +62,23 @@ def samples_per_second(
     iterator = iter(loader)
     for _ in range(2):  # warm-up (and worker start-up)
         next(iterator)
-    batches, started = 0, time.perf_counter()
-    while batches < max_batches and (time.perf_counter() - started < min_seconds or batches < 5):
+    batch_seconds, started = [], time.perf_counter()
+    while len(batch_seconds) < max_batches and (
+        time.perf_counter() - started < min_seconds or len(batch_seconds) < 5
+    ):
+        tick = time.perf_counter()
         try:
             next(iterator)
         except StopIteration:
             iterator = iter(loader)
             continue
-        batches += 1
+        batch_seconds.append(time.perf_counter() - tick)
     elapsed = time.perf_counter() - started
-    return {"samples_per_s": round(batches * batch_size / elapsed, 1), "batches_timed": batches}
+    return {
+        "samples_per_s": round(len(batch_seconds) * batch_size / elapsed, 1),
+        "samples_per_s_median_batch": round(batch_size / statistics.median(batch_seconds), 1),
+        "batches_timed": len(batch_seconds),
+    }
 
 
 def measure(tool: str, root: str, batch_size: int, num_workers: int, min_seconds: float) -> dict:
@@ -78,10 +91,20 @@ def measure(tool: str, root: str, batch_size: int, num_workers: int, min_seconds
         dataset = make_dataset(tool, root, windows)
         setup_s = time.perf_counter() - started
         results[policy] = {
-            **samples_per_second(dataset, batch_size, num_workers, min_seconds, max_batches=400),
+            **samples_per_second(dataset, batch_size, num_workers, min_seconds, max_batches=2000),
             "dataset_setup_s": round(setup_s, 2),
         }
     return results
+
+
+def run_child(python: str, tool: str, args: argparse.Namespace) -> dict:
+    """Measure `tool` in a fresh process (allocator settings and caches do not leak between runs)."""
+    child = subprocess.run(
+        [python, __file__, f"--tool={tool}", f"--root={args.root}", f"--batch-size={args.batch_size}",
+         f"--num-workers={args.num_workers}", f"--min-seconds={args.min_seconds}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -95,14 +118,15 @@ def main() -> None:
         "--min-seconds", type=float, default=5.0, help="time each measurement at least this long"
     )
     parser.add_argument("--lerobot-python", help="python of a venv with lerobot installed, to measure it too")
-    parser.add_argument(
-        "--tool", default="policylab", choices=["policylab", "lerobot"], help=argparse.SUPPRESS
-    )
+    parser.add_argument("--tool", choices=TOOLS, help=argparse.SUPPRESS)  # set in child processes
     args = parser.parse_args()
 
-    results = measure(args.tool, args.root, args.batch_size, args.num_workers, args.min_seconds)
-    if args.tool == "lerobot":  # child run under LeRobot's interpreter
-        print(json.dumps(results))
+    if args.tool:  # child: measure one tool, print one line
+        if args.tool == "policylab_keep_freed_memory":
+            from policylab.utils.memory import keep_freed_memory
+
+            keep_freed_memory()
+        print(json.dumps(measure(args.tool, args.root, args.batch_size, args.num_workers, args.min_seconds)))
         return
     import torch
 
@@ -111,17 +135,15 @@ def main() -> None:
         "batch_size": args.batch_size,
         "num_workers": args.num_workers,
         "torch_threads": torch.get_num_threads(),
-        "policylab": results,
     }
+    for tool in ("policylab", "policylab_keep_freed_memory"):
+        report[tool] = run_child(sys.executable, tool, args)
     if args.lerobot_python:
-        child = subprocess.run(
-            [args.lerobot_python, __file__, "--tool=lerobot", f"--root={args.root}", f"--batch-size={args.batch_size}",
-             f"--num-workers={args.num_workers}", f"--min-seconds={args.min_seconds}"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        report["lerobot"] = json.loads(child.stdout.strip().splitlines()[-1])
+        report["lerobot"] = run_child(args.lerobot_python, "lerobot", args)
         report["ratio_policylab_over_lerobot"] = {
-            policy: round(results[policy]["samples_per_s"] / report["lerobot"][policy]["samples_per_s"], 1)
+            policy: round(
+                report["policylab"][policy]["samples_per_s"] / report["lerobot"][policy]["samples_per_s"], 1
+            )
             for policy in WINDOWS
         }
     print(json.dumps(report, indent=2))

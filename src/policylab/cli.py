@@ -9,6 +9,7 @@ import time
 
 from policylab.datasets.errors import DatasetError
 from policylab.flags import FlagError, parse_flags
+from policylab.utils.memory import keep_freed_memory
 
 
 def record(args: list[str]) -> None:
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         print("\n`policylab <command> --help` lists every flag of a command with its default.")
         return
     command, *args = argv
+    keep_freed_memory()
     if command not in COMMANDS:
         close = difflib.get_close_matches(command, COMMANDS, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -59,7 +60,7 @@ def load_camera_frames(meta: LeRobotDatasetMetadata, key: str) -> np.ndarray:
     cache_dir = meta.root / CACHE_DIR
     path = cache_dir / f"{key}-{_fingerprint(meta, key)}.npy"
     if path.is_file():
-        return np.load(path, mmap_mode="r")
+        return _map_cache(path)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = cache_dir / f".{path.name}.{os.getpid()}.tmp"
@@ -74,7 +75,22 @@ def load_camera_frames(meta: LeRobotDatasetMetadata, key: str) -> np.ndarray:
     for stale in cache_dir.glob(f"{key}-*.npy"):
         stale.unlink()
     os.replace(tmp, path)
-    return np.load(path, mmap_mode="r")
+    return _map_cache(path)
+
+
+def _map_cache(path: Path) -> np.ndarray:
+    """Memory-map a cache file read-only; pre-fault it (MAP_POPULATE) when it fits easily in free memory.
+
+    Random windows touch pages all over the file; faulting them in one by one during training costs more
+    than the gather itself (measured: 36k vs 88k samples/s for the gather alone).
+    """
+    lazy = np.load(path, mmap_mode="r")
+    free_bytes = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if not hasattr(mmap, "MAP_POPULATE") or lazy.nbytes > free_bytes // 2:
+        return lazy
+    with open(path, "rb") as file:
+        mapped = mmap.mmap(file.fileno(), 0, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ)
+    return np.frombuffer(mapped, dtype=np.uint8, offset=lazy.offset).reshape(lazy.shape)
 
 
 def _hwc_shape(meta: LeRobotDatasetMetadata, key: str) -> tuple[int, int, int]:

@@ -8,6 +8,7 @@ a whole batch with one indexing operation per key, which torch's DataLoader uses
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 
@@ -61,6 +62,15 @@ def _download_from_hub(repo_id: str, target: Path, searched: str) -> Path:
     if not (target / INFO_PATH).is_file():
         raise DatasetError(f"downloaded '{repo_id}' to {target}, but it has no {INFO_PATH}")
     return target
+
+
+def _is_file_backed(array: np.ndarray) -> bool:
+    """True for frames mapped from the cache file (np.memmap, or np.frombuffer over an mmap)."""
+    while isinstance(array, np.ndarray) and not isinstance(array, np.memmap):
+        array = array.base
+    if isinstance(array, memoryview):
+        array = array.obj
+    return isinstance(array, (np.memmap, mmap.mmap))
 
 
 class LeRobotDataset(torch.utils.data.Dataset):
@@ -135,7 +145,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
     def __getstate__(self) -> dict:
         """Pickle (for spawned DataLoader workers) without the frames: memory-mapped caches are reopened."""
         state = dict(self.__dict__)
-        state["_cameras"] = {k: v if not isinstance(v, np.memmap) else None for k, v in self._cameras.items()}
+        state["_cameras"] = {k: None if _is_file_backed(v) else v for k, v in self._cameras.items()}
         return state
 
     def __setstate__(self, state: dict) -> None:

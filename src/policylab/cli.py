@@ -21,6 +21,14 @@ def record(args: list[str]) -> None:
     summary = summarize_recording(root)
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(summary, indent=2))
+    if summary["episodes_written"] < config.dataset.num_episodes:
+        print(
+            f"policylab record: error: {summary['episodes_written']} of {config.dataset.num_episodes} episodes written "
+            f"to {root.resolve()}: the expert succeeded in {summary['episodes_succeeded']} of "
+            f"{summary['episodes_attempted']} attempts before --max_attempts ran out",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
     print(f"dataset written to {root.resolve()}")
 
 

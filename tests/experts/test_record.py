@@ -135,3 +135,22 @@ def test_help_lists_flags_with_defaults():
 def test_cli_lists_commands():
     result = policylab("--help")
     assert result.returncode == 0 and "record" in result.stdout
+
+
+def test_failed_episodes_are_kept_only_on_request_and_attempts_are_bounded(tmp_path):
+    # 5 steps are too few for the expert: every attempt fails
+    args = ["--env.max_episode_steps=5", "--env.obs_type=environment_state_agent_pos", "--num_workers=1"]
+    result = policylab(
+        "record", f"--dataset.root={tmp_path / 'a'}", "--dataset.num_episodes=2", "--max_attempts=3", *args
+    )
+    assert result.returncode == 1
+    assert "0 of 2 episodes written" in result.stderr and "succeeded in 0 of 3 attempts" in result.stderr
+    log = json.loads((tmp_path / "a/meta/recording.json").read_text())
+    assert log["failed_seeds"] == [0, 1, 2] and log["episodes_written"] == 0
+
+    result = policylab(
+        "record", f"--dataset.root={tmp_path / 'b'}", "--dataset.num_episodes=2", "--keep_failed=true", *args
+    )
+    assert result.returncode == 0, result.stderr
+    ds = LeRobotDataset(root=tmp_path / "b")
+    assert ds.meta.total_episodes == 2 and len(ds) == 10 and not ds[9]["next.success"].item()

@@ -250,6 +250,7 @@ def summarize_recording(root: Path) -> dict:
         "root": str(root),
         "episodes_written": log["episodes_written"],
         "episodes_attempted": log["episodes_attempted"],
+        "episodes_succeeded": log["episodes_succeeded"],
         "expert_success_rate": log["episodes_succeeded"] / max(1, log["episodes_attempted"]),
         "mean_successful_episode_length": float(np.mean(lengths)) if lengths else None,
         "mean_action_delta_px": float(np.mean(deltas)) if deltas else None,

@@ -228,11 +228,11 @@ def record_dataset(config: RecordConfig) -> Path:
                 episode_index = None
                 if attempt.success or config.keep_failed:
                     episode_index = writer.add_episode(attempt.frames, config.dataset.task).episode_index
-                    progress.update()
                 log.add(attempt, episode_index)
                 log.save()
-            tried = len(log.attempts)
-            progress.set_postfix_str(f"success {sum(a['success'] for a in log.attempts)}/{tried}")
+            succeeded = sum(a["success"] for a in log.attempts)
+            progress.set_postfix_str(f"success {succeeded}/{len(log.attempts)}", refresh=False)
+            progress.update(int(episode_index is not None))
         for future in pending:
             future.cancel()
     progress.close()

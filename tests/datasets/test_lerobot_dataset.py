@@ -77,6 +77,8 @@ def test_episode_subset(synthetic_dataset):
     np.testing.assert_array_equal(ds[0]["action"].numpy(), episodes[2]["action"][[0, 0]])
     with pytest.raises(DatasetError, match=r"episodes \[7\] do not exist"):
         LeRobotDataset(root=root, episodes=[7])
+    with pytest.raises(DatasetError, match="`episodes` is empty"):
+        LeRobotDataset(root=root, episodes=[])
 
 
 def test_stats_cover_features(synthetic_dataset):

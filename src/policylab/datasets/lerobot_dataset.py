@@ -122,7 +122,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 raise DatasetError(f"{self.root}: the dataset has no episodes yet")
             return list(self.meta.episodes)
         if not episodes:
-            raise DatasetError(f"{self.root}: `episodes` is empty; pass None for all episodes or some indices")
+            raise DatasetError(
+                f"{self.root}: `episodes` is empty; pass None for all episodes or some indices"
+            )
         known = {e.episode_index: e for e in self.meta.episodes}
         unknown = [i for i in episodes if i not in known]
         if unknown:

@@ -61,3 +61,37 @@ def test_reads_lerobot_written_dataset(lerobot_dataset_root):
     last = ds[LENGTHS[0] - 1]
     assert last["action_is_pad"].tolist() == [False, False, True]
     assert ds.meta.stats["observation.image"]["mean"].shape == (3, 1, 1)
+
+
+def test_appending_to_a_lerobot_packed_dataset_keeps_its_episodes(tmp_path):
+    from policylab.datasets import LeRobotDatasetWriter
+
+    root = tmp_path / "v30"
+    shutil.copytree(FIXTURES / "v30", root)  # LeRobot packed all 3 episodes into one data and one video file
+    before = LeRobotDataset(root=root)
+    old_actions = np.stack([before[i]["action"].numpy() for i in range(len(before))])
+    features = {
+        k: v
+        for k, v in before.features.items()
+        if k not in ("timestamp", "frame_index", "episode_index", "index", "task_index")
+    }
+    writer = LeRobotDatasetWriter(root, fps=10, features=features)
+    rng = np.random.default_rng(0)
+    writer.add_episode(
+        {
+            "observation.image": rng.integers(0, 255, (4, 96, 96, 3), dtype=np.uint8),
+            "observation.state": rng.uniform(0, 512, (4, 2)).astype(np.float32),
+            "observation.environment_state": rng.uniform(0, 512, (4, 16)).astype(np.float32),
+            "action": rng.uniform(0, 512, (4, 2)).astype(np.float32),
+            "next.reward": np.zeros(4, np.float32),
+            "next.success": np.zeros(4, bool),
+        },
+        "another task",
+    )
+    after = LeRobotDataset(root=root)
+    assert [e.length for e in after.episodes] == [*LENGTHS, 4]
+    assert after.episodes[1].data_file == before.episodes[1].data_file  # still the packed file
+    np.testing.assert_array_equal(
+        np.stack([after[i]["action"].numpy() for i in range(len(before))]), old_actions
+    )
+    assert after.meta.tasks == ["Push the T-shaped block onto the T-shaped target.", "another task"]

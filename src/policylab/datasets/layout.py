@@ -64,6 +64,9 @@ class EpisodeRecord:
     data_file: str  # relative to the dataset root
     video_files: dict[str, str] = field(default_factory=dict)  # video key -> relative path
     video_from_timestamp: dict[str, float] = field(default_factory=dict)
+    # v3.0 (chunk_index, file_index) of the data and video files, written back as they were read
+    data_location: tuple[int, int] = (0, 0)
+    video_locations: dict[str, tuple[int, int]] = field(default_factory=dict)
     stats: Stats = field(default_factory=dict)
 
     @property
@@ -180,14 +183,36 @@ def update_totals(info: dict, episodes: list[EpisodeRecord], tasks: list[str]) -
     return info
 
 
-def episode_files(info: dict, episode_index: int) -> tuple[str, dict[str, str]]:
-    """Relative data file and video files that policylab writes for a new episode (one file each)."""
-    chunk, number = divmod(episode_index, info.get("chunks_size", CHUNKS_SIZE))
-    fields = dict(chunk_index=chunk, file_index=number, episode_chunk=chunk, episode_index=episode_index)
-    video_keys = [k for k, f in info["features"].items() if f["dtype"] == "video"]
-    return info["data_path"].format(**fields), {
-        k: info["video_path"].format(video_key=k, **fields) for k in video_keys
-    }
+def video_keys(info: dict) -> list[str]:
+    return [k for k, f in info["features"].items() if f["dtype"] == "video"]
+
+
+def new_episode_record(
+    info: dict, episode_index: int, length: int, tasks: list[str], start: int
+) -> EpisodeRecord:
+    """Where an episode policylab writes goes: its own data and video files, (chunk, file) = divmod(index, chunks_size).
+
+    Appending to a dataset that LeRobot packed cannot collide: its F files are numbered below its N >= F episodes.
+    """
+    location = divmod(episode_index, info.get("chunks_size", CHUNKS_SIZE))
+    fields = dict(
+        chunk_index=location[0],
+        file_index=location[1],
+        episode_chunk=location[0],
+        episode_index=episode_index,
+    )
+    keys = video_keys(info)
+    return EpisodeRecord(
+        episode_index=episode_index,
+        length=length,
+        tasks=tasks,
+        dataset_from_index=start,
+        data_file=info["data_path"].format(**fields),
+        video_files={k: info["video_path"].format(video_key=k, **fields) for k in keys},
+        video_from_timestamp=dict.fromkeys(keys, 0.0),
+        data_location=location,
+        video_locations=dict.fromkeys(keys, location),
+    )
 
 
 # -- episode and task tables ----------------------------------------------------------------------------
@@ -212,14 +237,12 @@ def _read_episodes_v30(root: Path, info: dict) -> list[EpisodeRecord]:
     files = sorted((root / "meta/episodes").glob("chunk-*/file-*.parquet"))
     if not files:
         raise DatasetError(f"{root}: no episode metadata under meta/episodes/")
-    video_keys = [k for k, f in info["features"].items() if f["dtype"] == "video"]
-    records = []
+    keys = video_keys(info)
+    required = ["episode_index", "length", "dataset_from_index", "data/chunk_index", "data/file_index"]
+    required += [f"videos/{k}/{c}" for k in keys for c in ("chunk_index", "file_index", "from_timestamp")]
+    records = {}
     for path in files:
         table = read_parquet(path)
-        required = ["episode_index", "length", "dataset_from_index", "data/chunk_index", "data/file_index"]
-        required += [
-            f"videos/{k}/{c}" for k in video_keys for c in ("chunk_index", "file_index", "from_timestamp")
-        ]
         missing = [c for c in required if c not in table.column_names]
         if missing:
             raise DatasetError(f"{path}: episode metadata lacks column(s) {', '.join(missing)}")
@@ -229,28 +252,32 @@ def _read_episodes_v30(root: Path, info: dict) -> list[EpisodeRecord]:
                 if column.startswith("stats/") and value is not None:
                     key, stat = column[len("stats/") :].rsplit("/", 1)
                     stats.setdefault(key, {})[stat] = np.asarray(value)
-            records.append(
+            data_location = (row["data/chunk_index"], row["data/file_index"])
+            video_locations = {
+                k: (row[f"videos/{k}/chunk_index"], row[f"videos/{k}/file_index"]) for k in keys
+            }
+            # first file wins: a row repeated in a later file is a leftover of an interrupted rewrite
+            records.setdefault(
+                row["episode_index"],
                 EpisodeRecord(
                     episode_index=row["episode_index"],
                     length=row["length"],
                     tasks=list(row.get("tasks") or []),
                     dataset_from_index=row["dataset_from_index"],
                     data_file=info["data_path"].format(
-                        chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]
+                        chunk_index=data_location[0], file_index=data_location[1]
                     ),
                     video_files={
-                        k: info["video_path"].format(
-                            video_key=k,
-                            chunk_index=row[f"videos/{k}/chunk_index"],
-                            file_index=row[f"videos/{k}/file_index"],
-                        )
-                        for k in video_keys
+                        k: info["video_path"].format(video_key=k, chunk_index=c, file_index=f)
+                        for k, (c, f) in video_locations.items()
                     },
-                    video_from_timestamp={k: row[f"videos/{k}/from_timestamp"] for k in video_keys},
+                    video_from_timestamp={k: row[f"videos/{k}/from_timestamp"] for k in keys},
                     stats=stats,
-                )
+                    data_location=data_location,
+                    video_locations=video_locations,
+                ),
             )
-    return records
+    return list(records.values())
 
 
 def _read_episodes_v21(root: Path, info: dict) -> list[EpisodeRecord]:
@@ -263,19 +290,11 @@ def _read_episodes_v21(root: Path, info: dict) -> list[EpisodeRecord]:
     )
     records, start = [], 0
     for row in sorted(rows, key=lambda r: r["episode_index"]):
-        data_file, video_files = episode_files(info, row["episode_index"])
-        records.append(
-            EpisodeRecord(
-                episode_index=row["episode_index"],
-                length=row["length"],
-                tasks=list(row.get("tasks", [])),
-                dataset_from_index=start,
-                data_file=data_file,
-                video_files=video_files,
-                video_from_timestamp=dict.fromkeys(video_files, 0.0),
-                stats=stats.get(row["episode_index"], {}),
-            )
+        record = new_episode_record(
+            info, row["episode_index"], row["length"], list(row.get("tasks", [])), start
         )
+        record.stats = stats.get(row["episode_index"], {})
+        records.append(record)
         start += row["length"]
     return records
 
@@ -293,21 +312,20 @@ def write_episodes(root: Path, info: dict, records: list[EpisodeRecord]) -> None
         return
     rows = []
     for r in records:
-        chunk, number = divmod(r.episode_index, info.get("chunks_size", CHUNKS_SIZE))
         row = {
             "episode_index": r.episode_index,
             "tasks": r.tasks,
             "length": r.length,
-            "data/chunk_index": chunk,
-            "data/file_index": number,
+            "data/chunk_index": r.data_location[0],
+            "data/file_index": r.data_location[1],
             "dataset_from_index": r.dataset_from_index,
             "dataset_to_index": r.dataset_to_index,
         }
         for key in r.video_files:
             row.update(
                 {
-                    f"videos/{key}/chunk_index": chunk,
-                    f"videos/{key}/file_index": number,
+                    f"videos/{key}/chunk_index": r.video_locations[key][0],
+                    f"videos/{key}/file_index": r.video_locations[key][1],
                     f"videos/{key}/from_timestamp": r.video_from_timestamp[key],
                     f"videos/{key}/to_timestamp": r.video_from_timestamp[key] + r.length / info["fps"],
                 }
@@ -316,10 +334,12 @@ def write_episodes(root: Path, info: dict, records: list[EpisodeRecord]) -> None
             row.update({f"stats/{key}/{name}": np.asarray(v).tolist() for name, v in stats.items()})
         row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
         rows.append(row)
-    write_atomic(
-        root / "meta/episodes/chunk-000/file-000.parquet",
-        lambda tmp: pq.write_table(pa.Table.from_pylist(rows), tmp),
-    )
+    # all rows go to one file; files LeRobot split the table into are removed after it is in place
+    episodes_file = root / "meta/episodes/chunk-000/file-000.parquet"
+    write_atomic(episodes_file, lambda tmp: pq.write_table(pa.Table.from_pylist(rows), tmp))
+    for other in (root / "meta/episodes").glob("chunk-*/file-*.parquet"):
+        if other != episodes_file:
+            other.unlink()
 
 
 def read_tasks(root: Path, info: dict) -> list[str]:

@@ -23,7 +23,7 @@ from policylab.datasets.layout import (
     INFO_PATH,
     STATS_PATH,
     EpisodeRecord,
-    episode_files,
+    new_episode_record,
     new_info,
     read_episodes,
     read_info,
@@ -140,25 +140,16 @@ class LeRobotDatasetWriter:
             "index": np.arange(start, start + length, dtype=np.int64),
             "task_index": np.full(length, self.tasks.index(task), dtype=np.int64),
         }
-        data_file, video_files = episode_files(self.info, episode_index)
-        record = EpisodeRecord(
-            episode_index=episode_index,
-            length=length,
-            tasks=[task],
-            dataset_from_index=start,
-            data_file=data_file,
-            video_files=video_files,
-            video_from_timestamp=dict.fromkeys(video_files, 0.0),
-            stats=compute_episode_stats(columns, self.info["features"]),
-        )
-        for key, path in video_files.items():
+        record = new_episode_record(self.info, episode_index, length, [task], start)
+        record.stats = compute_episode_stats(columns, self.info["features"])
+        for key, path in record.video_files.items():
             self._set_video_info(key, columns[key].shape)
             write_atomic(
                 self.root / path, lambda tmp, key=key: encode_video(columns[key], tmp, self.info["fps"])
             )
         table = columns_to_table(columns, self.info["features"], self.info["codebase_version"])
         with deferred_interrupts():
-            write_atomic(self.root / data_file, lambda tmp: pq.write_table(table, tmp))
+            write_atomic(self.root / record.data_file, lambda tmp: pq.write_table(table, tmp))
             self.episodes.append(record)
             self._commit_metadata()
         return record

@@ -93,8 +93,18 @@ def test_stats_cover_features(synthetic_dataset):
 def test_repo_id_is_found_under_root_and_data_home(tmp_path, monkeypatch):
     write_synthetic_dataset(tmp_path / "home" / "me" / "pusht", lengths=(3,))
     assert len(LeRobotDataset("me/pusht", root=tmp_path / "home")) == 3
+    assert len(LeRobotDataset(root=tmp_path / "home" / "me" / "pusht")) == 3
     monkeypatch.setenv("POLICYLAB_HOME", str(tmp_path / "home"))
     assert len(LeRobotDataset("me/pusht")) == 3
+
+
+def test_repo_id_never_silently_resolves_to_another_dataset(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    write_synthetic_dataset(tmp_path / "pusht", lengths=(3,))
+    with pytest.raises(
+        DatasetError, match="is itself a dataset folder, and repo_id 'lerobot/aloha' is looked up under it"
+    ):
+        LeRobotDataset("lerobot/aloha", root=tmp_path / "pusht")
 
 
 def test_missing_dataset_offline_names_searched_paths(tmp_path, monkeypatch):

@@ -29,25 +29,28 @@ def default_data_home() -> Path:
 
 
 def resolve_dataset_root(repo_id: str | None, root: str | Path | None) -> Path:
-    """Find a dataset folder: `root/repo_id`, then `root` itself, else `<data home>/repo_id`, else the hub."""
-    if repo_id is None and root is None:
-        raise DatasetError("give a dataset repo_id, a root folder, or both")
-    candidates = []
-    if root is not None:
-        candidates += [Path(root) / repo_id] if repo_id else []
-        candidates.append(Path(root))
-    else:
-        candidates.append(default_data_home() / repo_id)
-    for candidate in candidates:
-        if (candidate / INFO_PATH).is_file():
-            return candidate
-    searched = ", ".join(str(c) for c in candidates)
+    """The dataset folder: `root/repo_id` (root defaults to the data home), `root` itself when repo_id is None.
+
+    A `repo_id` that is not there locally is downloaded from the Hugging Face hub into `root/repo_id`.
+    """
     if repo_id is None:
-        raise DatasetError(f"no LeRobot dataset in {searched} ({INFO_PATH} is missing)")
-    return _download_from_hub(repo_id, Path(root) if root is not None else candidates[-1], searched)
+        if root is None:
+            raise DatasetError("give a dataset repo_id, a root folder, or both")
+        if not (Path(root) / INFO_PATH).is_file():
+            raise DatasetError(f"no LeRobot dataset in {root} ({INFO_PATH} is missing)")
+        return Path(root)
+    folder = Path(root if root is not None else default_data_home()) / repo_id
+    if (folder / INFO_PATH).is_file():
+        return folder
+    if root is not None and (Path(root) / INFO_PATH).is_file():
+        raise DatasetError(
+            f"{root} is itself a dataset folder, and repo_id '{repo_id}' is looked up under it ({folder}); "
+            f"pass repo_id=None (--dataset.root alone) to use {root}"
+        )
+    return _download_from_hub(repo_id, folder)
 
 
-def _download_from_hub(repo_id: str, target: Path, searched: str) -> Path:
+def _download_from_hub(repo_id: str, target: Path) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
@@ -55,7 +58,7 @@ def _download_from_hub(repo_id: str, target: Path, searched: str) -> Path:
         snapshot_download(repo_id, repo_type="dataset", local_dir=target, etag_timeout=5)
     except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as error:
         raise DatasetError(
-            f"dataset '{repo_id}' was not found locally (searched {searched}) and could not be downloaded "
+            f"dataset '{repo_id}' was not found locally (searched {target}) and could not be downloaded "
             f"from the Hugging Face hub ({type(error).__name__}). Record one with `policylab record "
             f"--dataset.root=...`, or set $POLICYLAB_HOME to the folder that holds '{repo_id}'."
         ) from error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import signal
 import sys
 import time
 
@@ -13,11 +14,21 @@ from policylab.utils.memory import keep_freed_memory
 
 
 def record(args: list[str]) -> None:
+    from policylab.datasets import LeRobotDatasetWriter
     from policylab.experts.record import RecordConfig, record_dataset, summarize_recording
 
     config = parse_flags(RecordConfig, args, "policylab record")
     started = time.perf_counter()
-    root = record_dataset(config)
+    try:
+        root = record_dataset(config)
+    except KeyboardInterrupt:
+        committed = LeRobotDatasetWriter.count_committed(config.dataset.root)
+        print(
+            f"\npolicylab record: interrupted; {committed} complete episodes are in {config.dataset.root}. "
+            "Rerun the same command to resume.",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
     summary = summarize_recording(root)
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(summary, indent=2))
@@ -30,6 +41,10 @@ def record(args: list[str]) -> None:
         )
         raise SystemExit(1)
     print(f"dataset written to {root.resolve()}")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 COMMANDS = {
@@ -47,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     command, *args = argv
     keep_freed_memory()
+    signal.signal(signal.SIGTERM, _interrupt)  # a kill stops as cleanly as Ctrl-C
     if command not in COMMANDS:
         close = difflib.get_close_matches(command, COMMANDS, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""

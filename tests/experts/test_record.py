@@ -76,7 +76,8 @@ def test_rerun_resumes_without_repeating(recorded, tmp_path):
     np.testing.assert_array_equal(after[0]["action"], first_actions)
 
 
-def test_interrupted_recording_leaves_valid_dataset_and_resumes(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_recording_leaves_valid_dataset_and_resumes(tmp_path, stop):
     root = tmp_path / "pusht"
     args = [
         sys.executable,
@@ -86,12 +87,14 @@ def test_interrupted_recording_leaves_valid_dataset_and_resumes(tmp_path):
         f"--dataset.root={root}",
         "--dataset.num_episodes=20",
     ]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not _committed(root):
         time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=60)
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=30)  # returns only once the workers are gone too
+    assert process.returncode == 130 and "Traceback" not in stderr
+    assert "complete episodes are in" in stderr and "Rerun the same command to resume" in stderr
     committed = LeRobotDataset(root=root).meta.total_episodes
     assert 1 <= committed < 20
     result = policylab(

@@ -87,6 +87,12 @@ class LeRobotDatasetWriter:
             self.info = new_info(codebase_version, fps, features, robot_type)
             self.episodes, self.tasks = [], []
 
+    @staticmethod
+    def count_committed(root: str | Path) -> int:
+        """Episodes committed in `root` (0 when nothing is there yet)."""
+        info = Path(root) / INFO_PATH
+        return read_info(Path(root))["total_episodes"] if info.is_file() else 0
+
     @property
     def num_episodes(self) -> int:
         return len(self.episodes)

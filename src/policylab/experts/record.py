@@ -12,8 +12,8 @@ import multiprocessing
 import signal
 import time
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 
 import numpy as np
@@ -210,20 +210,21 @@ def record_dataset(config: RecordConfig) -> Path:
     log = RecordingLog(root, config, writer.num_episodes)
     target = config.dataset.num_episodes
     max_attempts = config.max_attempts if config.max_attempts is not None else 2 * target + 10
-    context = multiprocessing.get_context("spawn")  # no inherited pygame/torch state in the workers
     progress = tqdm(total=target, initial=writer.num_episodes, desc="recording", unit="episode")
-    with ProcessPoolExecutor(config.num_workers, mp_context=context, initializer=_ignore_interrupts) as pool:
-        pending: deque[Future] = deque()
+    # spawn: no inherited pygame/torch state; terminate() stops the workers at once on Ctrl-C or SIGTERM
+    pool = multiprocessing.get_context("spawn").Pool(config.num_workers, initializer=_ignore_interrupts)
+    try:
+        pending: deque[AsyncResult] = deque()
         next_seed = log.next_seed
         while writer.num_episodes < target:
             # keep a few attempts queued per worker; submit no more than could still be needed
             budget = min(target - writer.num_episodes, max_attempts - len(log.attempts)) - len(pending)
             while budget > 0 and len(pending) < 2 * config.num_workers:
-                pending.append(pool.submit(run_expert_episode, config.env, config.expert, next_seed))
+                pending.append(pool.apply_async(run_expert_episode, (config.env, config.expert, next_seed)))
                 next_seed, budget = next_seed + 1, budget - 1
             if not pending:
                 break
-            attempt = pending.popleft().result()
+            attempt = pending.popleft().get()
             with deferred_interrupts():
                 episode_index = None
                 if attempt.success or config.keep_failed:
@@ -233,9 +234,9 @@ def record_dataset(config: RecordConfig) -> Path:
             succeeded = sum(a["success"] for a in log.attempts)
             progress.set_postfix_str(f"success {succeeded}/{len(log.attempts)}", refresh=False)
             progress.update(int(episode_index is not None))
-        for future in pending:
-            future.cancel()
-    progress.close()
+    finally:
+        pool.terminate()
+        progress.close()
     return root
 
 

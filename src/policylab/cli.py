@@ -9,7 +9,7 @@ import sys
 import time
 
 from policylab.datasets.errors import DatasetError
-from policylab.flags import FlagError, parse_flags
+from policylab.flags import ConfigError, FlagError, parse_flags
 from policylab.utils.memory import keep_freed_memory
 
 
@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         raise FlagError("policylab", f"unknown command '{command}'; {hint}commands: {', '.join(COMMANDS)}")
     try:
         COMMANDS[command][0](args)
+    except ConfigError as error:
+        raise FlagError(f"policylab {command}", str(error)) from None
     except DatasetError as error:
         print(f"policylab {command}: error: {error}", file=sys.stderr)
         raise SystemExit(1) from None

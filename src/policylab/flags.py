@@ -27,6 +27,10 @@ class FlagError(SystemExit):
         super().__init__(2)
 
 
+class ConfigError(ValueError):
+    """A flag value that parses but cannot work; the message names the flag and what it accepts."""
+
+
 @dataclasses.dataclass
 class Flag:
     name: str

@@ -157,3 +157,21 @@ def test_failed_episodes_are_kept_only_on_request_and_attempts_are_bounded(tmp_p
     assert result.returncode == 0, result.stderr
     ds = LeRobotDataset(root=tmp_path / "b")
     assert ds.meta.total_episodes == 2 and len(ds) == 10 and not ds[9]["next.success"].item()
+
+
+def test_bad_values_and_changed_settings_are_refused_before_work(tmp_path):
+    root = tmp_path / "pusht"
+    for flag, message in [
+        ("--num_workers=0", "--num_workers: must be at least 1"),
+        ("--env.obs_type=rgb", "--env.obs_type: must be one of"),
+        ("--dataset.codebase_version=v9", "--dataset.codebase_version: must be one of v3.0, v2.1"),
+    ]:
+        result = policylab("record", f"--dataset.root={root}", flag)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not root.exists()
+    args = ["record", f"--dataset.root={root}", "--dataset.num_episodes=1", "--num_workers=1"]
+    assert policylab(*args, "--env.obs_type=environment_state_agent_pos").returncode == 0
+    result = policylab(*args, "--env.obs_type=environment_state_agent_pos", "--expert.diversity=0")
+    assert result.returncode == 1 and "other settings (--expert.* differ)" in result.stderr
+    result = policylab(*args, "--env.obs_type=environment_state_agent_pos", "--dataset.codebase_version=v2.1")
+    assert result.returncode == 1 and "holds a v3.0 dataset; cannot append as v2.1" in result.stderr

@@ -79,6 +79,10 @@ class LeRobotDatasetWriter:
         self.root = Path(root)
         if (self.root / INFO_PATH).exists():
             self.info = read_info(self.root)
+            if self.info["codebase_version"] != codebase_version:
+                raise DatasetError(
+                    f"{self.root}: holds a {self.info['codebase_version']} dataset; cannot append as {codebase_version}"
+                )
             self._check_compatible(fps, features)
             self.episodes = read_episodes(self.root, self.info)
             self.tasks = read_tasks(self.root, self.info) if self.episodes else []
@@ -86,6 +90,12 @@ class LeRobotDatasetWriter:
         else:
             self.info = new_info(codebase_version, fps, features, robot_type)
             self.episodes, self.tasks = [], []
+            try:
+                (self.root / "meta").mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise DatasetError(
+                    f"{self.root}: cannot create the dataset folder ({error.strerror})"
+                ) from None
 
     @staticmethod
     def count_committed(root: str | Path) -> int:

@@ -8,6 +8,7 @@ outcome; rerunning the same command on the same root resumes after the last comm
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import signal
 import time
@@ -20,11 +21,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from policylab.constants import ACTION, DONE, OBS_IMAGE, REWARD, SUCCESS
-from policylab.datasets.layout import read_json, write_json_atomic
+from policylab.datasets.errors import DatasetError
+from policylab.datasets.layout import CODEBASE_VERSIONS, read_json, write_json_atomic
 from policylab.datasets.writer import LeRobotDatasetWriter, deferred_interrupts
 from policylab.envs import make_env
 from policylab.envs.configs import EnvConfig, PushTEnvConfig
+from policylab.envs.pusht import OBS_TYPES
 from policylab.experts.pusht import PushTExpert, PushTExpertConfig
+from policylab.flags import ConfigError
 
 RECORDING_LOG = "meta/recording.json"
 PUSHT_TASK = "Push the T-shaped block onto the T-shaped target."
@@ -73,6 +77,24 @@ class Attempt:
     seconds: float
     mean_action_delta: float  # mean |a_t - a_(t-1)| in px: how smooth the expert's commands are
     frames: dict[str, np.ndarray]
+
+
+def check_record_config(config: RecordConfig) -> None:
+    """Reject flag values that would fail later, naming the flag (before any episode runs)."""
+    problems = {
+        "--dataset.num_episodes": (config.dataset.num_episodes >= 1, "must be at least 1"),
+        "--num_workers": (config.num_workers >= 1, "must be at least 1"),
+        "--max_attempts": (config.max_attempts is None or config.max_attempts >= 1, "must be at least 1"),
+        "--dataset.codebase_version": (
+            config.dataset.codebase_version in CODEBASE_VERSIONS,
+            f"must be one of {', '.join(CODEBASE_VERSIONS)}",
+        ),
+        "--env.obs_type": (config.env.obs_type in OBS_TYPES, f"must be one of {', '.join(OBS_TYPES)}"),
+        "--env.max_episode_steps": (config.env.max_episode_steps >= 1, "must be at least 1"),
+    }
+    for flag, (ok, expected) in problems.items():
+        if not ok:
+            raise ConfigError(f"{flag}: {expected}")
 
 
 def dataset_features(env_config: EnvConfig) -> dict[str, dict]:
@@ -135,13 +157,22 @@ class RecordingLog:
     def __init__(self, root: Path, config: RecordConfig, num_committed: int):
         self.path = root / RECORDING_LOG
         previous = read_json(self.path) if self.path.is_file() else {}
-        if previous and previous.get("seed") != config.seed:
-            raise ValueError(
-                f"{self.path}: this dataset was recorded with --seed={previous.get('seed')}; "
-                f"resume with the same seed or choose another --dataset.root"
-            )
+        if previous:
+            _check_same_settings(self.path, previous, self._settings(config))
         self.attempts: list[dict] = self._reconcile(previous.get("attempts", []), num_committed, config)
         self.config = config
+
+    @staticmethod
+    def _settings(config: RecordConfig) -> dict:
+        """What must not change between a recording and its resumption (JSON-normalised)."""
+        settings = {
+            "seed": config.seed,
+            "env": {"type": config.env.type, **asdict(config.env)},
+            "expert": asdict(config.expert),
+            "task": config.dataset.task,
+            "keep_failed": config.keep_failed,
+        }
+        return json.loads(json.dumps(settings))
 
     @staticmethod
     def _reconcile(attempts: list[dict], num_committed: int, config: RecordConfig) -> list[dict]:
@@ -153,7 +184,7 @@ class RecordingLog:
             kept.append(
                 {
                     "seed": seed,
-                    "success": True,
+                    "success": True if not config.keep_failed else None,  # None: not known
                     "length": None,
                     "seconds": None,
                     "mean_action_delta": None,
@@ -184,21 +215,31 @@ class RecordingLog:
         write_json_atomic(
             self.path,
             {
-                "seed": self.config.seed,
-                "env": {"type": self.config.env.type, **asdict(self.config.env)},
-                "expert": asdict(self.config.expert),
+                **self._settings(self.config),
                 "episodes_attempted": len(self.attempts),
                 "episodes_succeeded": len(succeeded),
                 "episodes_written": sum(a["episode_index"] is not None for a in self.attempts),
                 "succeeded_seeds": [a["seed"] for a in succeeded],
-                "failed_seeds": [a["seed"] for a in self.attempts if not a["success"]],
+                "failed_seeds": [a["seed"] for a in self.attempts if a["success"] is False],
                 "attempts": self.attempts,
             },
         )
 
 
+def _check_same_settings(path: Path, previous: dict, current: dict) -> None:
+    flag_names = {"env": "env.*", "expert": "expert.*", "task": "dataset.task"}
+    changed = [key for key, value in current.items() if previous.get(key) != value]
+    if changed:
+        flags = ", ".join(f"--{flag_names.get(key, key)}" for key in changed)
+        raise DatasetError(
+            f"{path}: this dataset was recorded with other settings ({flags} differ); resume with the same "
+            f"flags or choose another --dataset.root"
+        )
+
+
 def record_dataset(config: RecordConfig) -> Path:
     """Record `config.dataset.num_episodes` expert episodes into `config.dataset.root` (resuming if present)."""
+    check_record_config(config)
     root = Path(config.dataset.root)
     writer = LeRobotDatasetWriter(
         root,

@@ -58,6 +58,17 @@ def test_image_windows_have_time_axis(synthetic_dataset):
     assert item["observation.image_is_pad"].tolist() == [True, False]
 
 
+def test_negative_and_out_of_range_indices(synthetic_dataset):
+    root, episodes = synthetic_dataset
+    ds = LeRobotDataset(root=root, delta_timestamps={"action": [0.0, 0.1]})
+    last = ds.__getitems__([-1])[0]
+    np.testing.assert_array_equal(last["action"].numpy(), episodes[2]["action"][[7, 7]])
+    assert last["action_is_pad"].tolist() == [False, True]
+    torch.testing.assert_close(ds[-1], last)
+    with pytest.raises(IndexError, match="frame 25 is out of range"):
+        ds.__getitems__([3, 25])
+
+
 def test_batched_gather_matches_single_items(synthetic_dataset):
     root, _ = synthetic_dataset
     ds = LeRobotDataset(

@@ -26,6 +26,12 @@ def test_delta_within_tolerance_is_accepted():
     np.testing.assert_array_equal(offsets["action"], [1])
 
 
+@pytest.mark.parametrize("deltas", [[], 0.1, [0.0, float("nan")]])
+def test_malformed_deltas_are_named(deltas):
+    with pytest.raises(DatasetError, match=r"delta_timestamps\['action'\]"):
+        delta_timestamps_to_offsets({"action": deltas}, fps=10, features=FEATURES)
+
+
 def test_unknown_key_lists_features():
     with pytest.raises(
         DatasetError, match="'observation.images.top' is not a feature.*action, observation.state"

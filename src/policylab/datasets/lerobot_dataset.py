@@ -184,9 +184,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         return self.num_frames
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"frame {index} is out of range for a dataset of {len(self)} frames")
-        batch = self.gather(np.array([index % len(self)]))
+        batch = self.gather(np.array([index]))
         return {key: value[0] for key, value in batch.items()}
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
@@ -194,7 +192,14 @@ class LeRobotDataset(torch.utils.data.Dataset):
         return [{key: value[i] for key, value in batch.items()} for i in range(len(indices))]
 
     def gather(self, positions: np.ndarray) -> dict[str, torch.Tensor]:
-        """A batch of items at `positions` (B,), each value with a leading batch axis."""
+        """A batch of items at `positions` (B,) (negative counts from the end), values with a leading batch axis."""
+        positions = np.asarray(positions, dtype=np.int64)
+        outside = (positions < -len(self)) | (positions >= len(self))
+        if outside.any():
+            raise IndexError(
+                f"frame {positions[outside][0]} is out of range for a dataset of {len(self)} frames"
+            )
+        positions = positions % len(self)
         start, end = self._episode_start[positions], self._episode_end[positions]
         batch = {}
         for key in [*self._columns, *self._cameras]:

@@ -18,15 +18,18 @@ def delta_timestamps_to_offsets(
     """Frame offsets per key; each delta must be a multiple of 1/fps within `tolerance_s`."""
     offsets = {}
     for key, deltas in delta_timestamps.items():
-        if key not in features:
+        if key not in features or features[key].get("dtype") == "string":
+            windowable = [k for k, f in features.items() if f.get("dtype") != "string"]
             raise DatasetError(
-                f"delta_timestamps key '{key}' is not a feature of this dataset; features: {', '.join(features)}"
+                f"delta_timestamps key '{key}' is not a feature of this dataset; features: {', '.join(windowable)}"
+            )
+        if not isinstance(deltas, (list, tuple, np.ndarray)) or len(deltas) == 0:
+            raise DatasetError(
+                f"delta_timestamps['{key}'] must be a non-empty list of time offsets in seconds"
             )
         deltas = np.asarray(deltas, dtype=np.float64).reshape(-1)
-        if deltas.size == 0:
-            raise DatasetError(
-                f"delta_timestamps['{key}'] is empty; give at least one time offset in seconds"
-            )
+        if not np.all(np.isfinite(deltas)):
+            raise DatasetError(f"delta_timestamps['{key}'] has a non-finite offset: {deltas.tolist()}")
         steps = np.round(deltas * fps)
         off_grid = np.abs(deltas - steps / fps) > tolerance_s
         if off_grid.any():

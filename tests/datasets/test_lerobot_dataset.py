@@ -226,3 +226,24 @@ def test_pickles_without_frames_and_loads_in_worker_processes(synthetic_dataset)
     torch.testing.assert_close(pickle.loads(blob)[7], ds[7])
     loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=2, multiprocessing_context="spawn")
     assert sum(len(batch["index"]) for batch in loader) == len(ds)
+
+
+def test_stats_follow_committed_episodes(tmp_path):
+    # v3.0: stats.json written for an episode whose info.json commit never happened is not trusted
+    root = tmp_path / "ds"
+    episodes = write_synthetic_dataset(root, lengths=(3, 4))
+    info = json.loads((root / "meta/info.json").read_text())
+    (root / "meta/info.json").write_text(json.dumps({**info, "total_episodes": 1, "total_frames": 3}))
+    mean = LeRobotDataset(root=root).meta.stats["action"]["mean"].numpy()
+    np.testing.assert_allclose(mean, episodes[0]["action"].mean(axis=0), rtol=1e-5)
+
+
+def test_v21_stats_come_from_episode_stats_as_in_lerobot(tmp_path):
+    root = tmp_path / "ds"
+    episodes = write_synthetic_dataset(root, lengths=(3, 4), codebase_version="v2.1")
+    stale = {
+        "action": {"mean": [0.0, 0.0], "std": [1.0, 1.0], "min": [0.0, 0.0], "max": [1.0, 1.0], "count": [99]}
+    }
+    (root / "meta/stats.json").write_text(json.dumps(stale))
+    mean = LeRobotDataset(root=root).meta.stats["action"]["mean"].numpy()
+    np.testing.assert_allclose(mean, np.concatenate([e["action"] for e in episodes]).mean(axis=0), rtol=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from policylab.datasets.layout import STATS_PATH, read_episodes, read_info, read_json, read_tasks
@@ -24,9 +25,17 @@ class LeRobotDatasetMetadata:
         }
 
     def _numpy_stats(self) -> Stats:
-        if (self.root / STATS_PATH).is_file():
-            return stats_from_json(read_json(self.root / STATS_PATH))
-        return aggregate_stats([e.stats for e in self.episodes if e.stats])
+        """As LeRobot: v2.1 aggregates the per-episode statistics (a stats.json there may predate them);
+        v3.0 reads meta/stats.json unless it counts other frames than the committed episodes hold (a write
+        interrupted between stats.json and info.json), in which case it aggregates the episodes' too."""
+        episode_stats = [e.stats for e in self.episodes if e.stats]
+        path = self.root / STATS_PATH
+        if self.codebase_version == "v3.0" and path.is_file():
+            stats = stats_from_json(read_json(path))
+            counts = {int(np.asarray(s["count"]).reshape(-1)[0]) for s in stats.values() if "count" in s}
+            if counts <= {self.total_frames} or not episode_stats:
+                return stats
+        return aggregate_stats(episode_stats)
 
     @property
     def codebase_version(self) -> str:

@@ -187,12 +187,31 @@ def test_corrupt_parquet(tmp_path):
         LeRobotDataset(root=root)
 
 
-def test_writer_rejects_incomplete_episode(tmp_path):
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda e: e.pop("action"), r"missing \['action'\], unknown \[\]"),
+        (lambda e: e.update(extra=np.zeros(4)), r"missing \[\], unknown \['extra'\]"),
+        (
+            lambda e: e.update(action=np.zeros((4, 3), np.float32)),
+            r"'action' has shape \(4, 3\), expected \(4, 2\)",
+        ),
+        (
+            lambda e: e.update({"observation.image": np.zeros((4, 3, 96, 96), np.uint8)}),
+            "'observation.image' has shape",
+        ),
+        (lambda e: e.update({"observation.image": np.zeros((4, 96, 96, 3))}), "must be uint8"),
+        (lambda e: e.update({"next.success": np.zeros(4)}), "'next.success' must be bool"),
+    ],
+)
+def test_writer_rejects_malformed_episode_and_stays_usable(tmp_path, change, message):
     writer = LeRobotDatasetWriter(tmp_path / "ds", fps=10, features=FEATURES)
     episode = synthetic_episode(4, 0)
-    del episode["action"]
-    with pytest.raises(DatasetError, match="missing feature\\(s\\) action"):
-        writer.add_episode(episode, TASK)
+    change(episode)
+    with pytest.raises(DatasetError, match=message):
+        writer.add_episode(episode, "a task that must not be recorded")
+    writer.add_episode(synthetic_episode(4, 1), TASK)
+    assert LeRobotDataset(root=tmp_path / "ds").meta.tasks == [TASK]
 
 
 def test_reopening_appends_and_removes_uncommitted_files(tmp_path):
@@ -214,6 +233,9 @@ def test_reopening_with_other_features_is_refused(tmp_path):
     write_synthetic_dataset(root, lengths=(3,))
     with pytest.raises(DatasetError, match="other features or fps"):
         LeRobotDatasetWriter(root, fps=30, features=FEATURES)
+    other = {**FEATURES, "action": {"dtype": "float32", "shape": [7], "names": None}}
+    with pytest.raises(DatasetError, match="other features or fps"):
+        LeRobotDatasetWriter(root, fps=10, features=other)
 
 
 def test_pickles_without_frames_and_loads_in_worker_processes(synthetic_dataset):

@@ -88,6 +88,11 @@ class LeRobotDatasetWriter:
             self.tasks = read_tasks(self.root, self.info) if self.episodes else []
             self._remove_uncommitted_files()
         else:
+            images = [k for k, f in features.items() if f["dtype"] == "image"]
+            if images:
+                raise DatasetError(
+                    f"features {images}: policylab writes cameras as 'video' (LeRobot's default), not 'image'"
+                )
             self.info = new_info(codebase_version, fps, features, robot_type)
             self.episodes, self.tasks = [], []
             try:
@@ -135,26 +140,16 @@ class LeRobotDatasetWriter:
 
     def add_episode(self, frames: dict[str, np.ndarray], task: str) -> EpisodeRecord:
         """Append one episode: `frames` maps every feature to an array with one row per frame."""
-        features = {k: v for k, v in self.info["features"].items() if k not in DEFAULT_FEATURES}
-        missing = set(features) - set(frames)
-        if missing:
-            raise DatasetError(f"episode is missing feature(s) {', '.join(sorted(missing))}")
-        length = len(next(iter(frames.values())))
-        if length == 0 or any(len(v) != length for v in frames.values()):
-            raise DatasetError(
-                f"episode frames must be non-empty and equally long, got { {k: len(v) for k, v in frames.items()} }"
-            )
-
+        length = self._check_episode(frames)
         episode_index, start = self.num_episodes, self.num_frames
-        if task not in self.tasks:
-            self.tasks.append(task)
+        tasks = self.tasks if task in self.tasks else [*self.tasks, task]  # committed with the episode
         columns = {
             **{k: np.asarray(v) for k, v in frames.items()},
             "timestamp": np.arange(length, dtype=np.float32) / self.info["fps"],
             "frame_index": np.arange(length, dtype=np.int64),
             "episode_index": np.full(length, episode_index, dtype=np.int64),
             "index": np.arange(start, start + length, dtype=np.int64),
-            "task_index": np.full(length, self.tasks.index(task), dtype=np.int64),
+            "task_index": np.full(length, tasks.index(task), dtype=np.int64),
         }
         record = new_episode_record(self.info, episode_index, length, [task], start)
         record.stats = compute_episode_stats(columns, self.info["features"])
@@ -167,8 +162,35 @@ class LeRobotDatasetWriter:
         with deferred_interrupts():
             write_atomic(self.root / record.data_file, lambda tmp: pq.write_table(table, tmp))
             self.episodes.append(record)
+            self.tasks = tasks
             self._commit_metadata()
         return record
+
+    def _check_episode(self, frames: dict[str, np.ndarray]) -> int:
+        """Every feature present with its declared shape and a matching dtype; returns the episode length."""
+        features = {k: v for k, v in self.info["features"].items() if k not in DEFAULT_FEATURES}
+        missing, unknown = set(features) - set(frames), set(frames) - set(features)
+        if missing or unknown:
+            raise DatasetError(
+                f"episode features do not match the dataset's: missing {sorted(missing)}, unknown {sorted(unknown)}"
+            )
+        lengths = {k: len(v) for k, v in frames.items()}
+        length = next(iter(lengths.values()))
+        if length == 0 or any(n != length for n in lengths.values()):
+            raise DatasetError(f"episode frames must be non-empty and equally long, got {lengths}")
+        for key, feature in features.items():
+            values = np.asarray(frames[key])
+            shape = [int(d) for d in feature["shape"]]
+            expected = (length, *shape) if shape != [1] else (length,)
+            if values.shape not in (expected, (length, *shape)):
+                raise DatasetError(f"episode feature '{key}' has shape {values.shape}, expected {expected}")
+            if feature["dtype"] == "video" and values.dtype != np.uint8:
+                raise DatasetError(
+                    f"episode feature '{key}' must be uint8 (N, H, W, 3) frames, got {values.dtype}"
+                )
+            if feature["dtype"] == "bool" and values.dtype != np.bool_:
+                raise DatasetError(f"episode feature '{key}' must be bool, got {values.dtype}")
+        return length
 
     def _set_video_info(self, key: str, shape: tuple[int, ...]) -> None:
         self.info["features"][key]["info"] = video_info(shape, self.info["fps"])

@@ -8,9 +8,6 @@ Shape symbols used in comments and docstrings across the package:
 """
 
 OBS_IMAGE = "observation.image"
-OBS_IMAGE_PREFIX = (
-    "observation.image"  # every camera key starts with it: observation.image, observation.images.top
-)
 OBS_STATE = "observation.state"
 OBS_ENV_STATE = "observation.environment_state"
 ACTION = "action"
@@ -23,6 +20,5 @@ FRAME_INDEX = "frame_index"
 EPISODE_INDEX = "episode_index"
 INDEX = "index"
 TASK_INDEX = "task_index"
-TASK = "task"
 
 PAD_SUFFIX = "_is_pad"

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from policylab.constants import EPISODE_INDEX, FRAME_INDEX, INDEX, TASK_INDEX, TIMESTAMP
 from policylab.datasets.errors import DatasetError
 from policylab.datasets.stats import Stats, stats_from_json, stats_to_json
 
@@ -34,11 +35,11 @@ STATS_PATH = "meta/stats.json"
 
 # Columns every LeRobot dataset has besides its own features.
 DEFAULT_FEATURES = {
-    "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-    "frame_index": {"dtype": "int64", "shape": [1], "names": None},
-    "episode_index": {"dtype": "int64", "shape": [1], "names": None},
-    "index": {"dtype": "int64", "shape": [1], "names": None},
-    "task_index": {"dtype": "int64", "shape": [1], "names": None},
+    TIMESTAMP: {"dtype": "float32", "shape": [1], "names": None},
+    FRAME_INDEX: {"dtype": "int64", "shape": [1], "names": None},
+    EPISODE_INDEX: {"dtype": "int64", "shape": [1], "names": None},
+    INDEX: {"dtype": "int64", "shape": [1], "names": None},
+    TASK_INDEX: {"dtype": "int64", "shape": [1], "names": None},
 }
 
 PATH_TEMPLATES = {

@@ -20,6 +20,7 @@ from policylab.datasets.errors import DatasetError
 from policylab.datasets.frames import load_camera_frames, load_columns
 from policylab.datasets.layout import INFO_PATH
 from policylab.datasets.metadata import LeRobotDatasetMetadata
+from policylab.datasets.stats import is_visual
 from policylab.datasets.windows import delta_timestamps_to_offsets, window_indices
 
 
@@ -105,7 +106,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
             delta_timestamps or {}, self.fps, self.features, tolerance_s
         )
 
-        numeric_keys = [k for k, f in self.features.items() if f["dtype"] not in ("video", "image", "string")]
+        numeric_keys = [k for k, f in self.features.items() if not is_visual(f) and f["dtype"] != "string"]
         self._columns = load_columns(self.meta, self.episodes, numeric_keys)
         self._cameras = {key: load_camera_frames(self.meta, key) for key in self.meta.camera_keys}
         lengths = np.array([e.length for e in self.episodes])

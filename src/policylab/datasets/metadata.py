@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policylab.datasets.layout import STATS_PATH, read_episodes, read_info, read_json, read_tasks
-from policylab.datasets.stats import Stats, aggregate_stats, stats_from_json
+from policylab.datasets.layout import STATS_PATH, read_episodes, read_info, read_json, read_tasks, video_keys
+from policylab.datasets.stats import Stats, aggregate_stats, is_visual, stats_from_json
 
 
 class LeRobotDatasetMetadata:
@@ -63,12 +63,12 @@ class LeRobotDatasetMetadata:
 
     @property
     def video_keys(self) -> list[str]:
-        return [k for k, f in self.features.items() if f["dtype"] == "video"]
+        return video_keys(self.info)
 
     @property
     def camera_keys(self) -> list[str]:
         """Video and image features alike."""
-        return [k for k, f in self.features.items() if f["dtype"] in ("video", "image")]
+        return [k for k, f in self.features.items() if is_visual(f)]
 
     def __repr__(self) -> str:
         return (

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from policylab.datasets.errors import DatasetError
+from policylab.datasets.stats import is_visual
 
 _ARROW_TYPES = {
     "float32": pa.float32(),
@@ -48,7 +49,7 @@ def columns_to_table(columns: dict[str, np.ndarray], features: dict, codebase_ve
     arrays, fields, hf_features = [], [], {}
     list_type = "List" if codebase_version == "v3.0" else "Sequence"
     for key, feature in features.items():
-        if feature["dtype"] in ("video", "image"):
+        if is_visual(feature):
             continue
         if key not in columns:
             raise DatasetError(f"episode is missing feature '{key}'")

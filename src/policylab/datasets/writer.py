@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from policylab.constants import EPISODE_INDEX, FRAME_INDEX, INDEX, TASK_INDEX, TIMESTAMP
 from policylab.datasets.errors import DatasetError
 from policylab.datasets.layout import (
     DEFAULT_FEATURES,
@@ -145,11 +146,11 @@ class LeRobotDatasetWriter:
         tasks = self.tasks if task in self.tasks else [*self.tasks, task]  # committed with the episode
         columns = {
             **{k: np.asarray(v) for k, v in frames.items()},
-            "timestamp": np.arange(length, dtype=np.float32) / self.info["fps"],
-            "frame_index": np.arange(length, dtype=np.int64),
-            "episode_index": np.full(length, episode_index, dtype=np.int64),
-            "index": np.arange(start, start + length, dtype=np.int64),
-            "task_index": np.full(length, tasks.index(task), dtype=np.int64),
+            TIMESTAMP: np.arange(length, dtype=np.float32) / self.info["fps"],
+            FRAME_INDEX: np.arange(length, dtype=np.int64),
+            EPISODE_INDEX: np.full(length, episode_index, dtype=np.int64),
+            INDEX: np.arange(start, start + length, dtype=np.int64),
+            TASK_INDEX: np.full(length, tasks.index(task), dtype=np.int64),
         }
         record = new_episode_record(self.info, episode_index, length, [task], start)
         record.stats = compute_episode_stats(columns, self.info["features"])

@@ -31,7 +31,6 @@ from gymnasium import spaces  # noqa: E402
 
 from policylab.constants import OBS_ENV_STATE, OBS_IMAGE, OBS_STATE  # noqa: E402
 
-FPS = 10
 MAX_EPISODE_STEPS = 300
 SUCCESS_THRESHOLD = 0.95  # goal coverage
 GOAL_POSE = np.array([256.0, 256.0, np.pi / 4])  # block (x, y, angle) at the goal
@@ -168,8 +167,6 @@ class PushTObservation(gym.ObservationWrapper):
             self.observation_space = spaces.Dict(
                 {_RAW_TO_FEATURE[k]: _as_float32(space) for k, space in raw.spaces.items()}
             )
-        elif len(raw.shape) == 3:  # "pixels": image only
-            self.observation_space = spaces.Dict({OBS_IMAGE: raw})
         else:  # "state": the 5-D [agent_x, agent_y, block_x, block_y, block_angle]
             self.observation_space = spaces.Dict({OBS_STATE: _as_float32(raw)})
 
@@ -179,8 +176,6 @@ class PushTObservation(gym.ObservationWrapper):
                 _RAW_TO_FEATURE[k]: v if k == "pixels" else v.astype(np.float32)
                 for k, v in observation.items()
             }
-        if observation.ndim == 3:
-            return {OBS_IMAGE: observation}
         return {OBS_STATE: observation.astype(np.float32)}
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from policylab.experts.record import RecordConfig
-from policylab.flags import format_help, parse_flags
+from policylab.flags import format_help, list_flags, parse_flags
 
 
 def test_dotted_flags_parse_into_nested_configs():
@@ -37,6 +37,8 @@ def test_bad_choice_lists_choices(capsys):
 
 def test_help_lists_every_flag_with_default():
     text = format_help("policylab record", RecordConfig)
+    for flag in list_flags(RecordConfig()):
+        assert f"--{flag.name}=" in text
     for flag in [
         "--dataset.root=data/pusht",
         "--dataset.num_episodes=50",

@@ -2,6 +2,7 @@
 v21_converted_to_v30 is v21 run through LeRobot 0.6.1's `lerobot.scripts.convert_dataset_v21_to_v30`, the way
 most v3.0 datasets on the hub were made)."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -95,3 +96,71 @@ def test_appending_to_a_lerobot_packed_dataset_keeps_its_episodes(tmp_path):
         np.stack([after[i]["action"].numpy() for i in range(len(before))]), old_actions
     )
     assert after.meta.tasks == ["Push the T-shaped block onto the T-shaped target.", "another task"]
+
+
+def _lerobot_fixture_features(version: str) -> dict:
+    info = json.loads((FIXTURES / version / "meta/info.json").read_text())
+    bookkeeping = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+    return {k: {**v, "shape": list(v["shape"])} for k, v in info["features"].items() if k not in bookkeeping}
+
+
+@pytest.mark.parametrize("version,codebase_version", [("v30", "v3.0"), ("v21", "v2.1")])
+def test_written_layout_matches_lerobot(tmp_path, version, codebase_version):
+    """What LeRobot's loader relies on, compared with files LeRobot wrote (runs without LeRobot installed)."""
+    from policylab.datasets import LeRobotDatasetWriter
+
+    theirs, ours = FIXTURES / version, tmp_path / version
+    writer = LeRobotDatasetWriter(
+        ours, fps=10, features=_lerobot_fixture_features(version), codebase_version=codebase_version
+    )
+    rng = np.random.default_rng(0)
+    writer.add_episode(
+        {
+            "observation.image": rng.integers(0, 255, (3, 96, 96, 3), dtype=np.uint8),
+            "observation.state": rng.uniform(0, 512, (3, 2)).astype(np.float32),
+            "observation.environment_state": rng.uniform(0, 512, (3, 16)).astype(np.float32),
+            "action": rng.uniform(0, 512, (3, 2)).astype(np.float32),
+            "next.reward": np.zeros(3, np.float32),
+            "next.success": np.zeros(3, bool),
+        },
+        "Push the T-shaped block onto the T-shaped target.",
+    )
+    their_info, our_info = (json.loads((d / "meta/info.json").read_text()) for d in (theirs, ours))
+    assert set(their_info) <= set(our_info) | {"robot_type"}
+    assert {k: (v["dtype"], list(v["shape"])) for k, v in their_info["features"].items()} == {
+        k: (v["dtype"], list(v["shape"])) for k, v in our_info["features"].items()
+    }
+    assert (their_info["data_path"], their_info["video_path"]) == (
+        our_info["data_path"],
+        our_info["video_path"],
+    )
+
+    data_file = (
+        "data/chunk-000/file-000.parquet" if version == "v30" else "data/chunk-000/episode_000000.parquet"
+    )
+    their_schema, our_schema = (pq.read_schema(d / data_file) for d in (theirs, ours))
+    assert {f.name: f.type for f in their_schema} == {f.name: f.type for f in our_schema}
+    their_hf, our_hf = (
+        json.loads(s.metadata[b"huggingface"])["info"]["features"] for s in (their_schema, our_schema)
+    )
+    assert their_hf == our_hf  # LeRobot 0.3.2 cannot read "List"; v2.1 must say "Sequence"
+
+    if version == "v30":
+        episodes = "meta/episodes/chunk-000/file-000.parquet"
+        assert set(pq.read_schema(theirs / episodes).names) <= set(pq.read_schema(ours / episodes).names)
+        their_tasks, our_tasks = (
+            json.loads(pq.read_schema(d / "meta/tasks.parquet").metadata[b"pandas"]) for d in (theirs, ours)
+        )
+        assert their_tasks["index_columns"] == our_tasks["index_columns"] == ["task"]
+    else:
+        for name in ("episodes.jsonl", "tasks.jsonl", "episodes_stats.jsonl"):
+            their_row, our_row = (
+                json.loads((d / "meta" / name).read_text().splitlines()[0]) for d in (theirs, ours)
+            )
+            assert set(their_row) == set(our_row)
+        their_stats, our_stats = (
+            json.loads((d / "meta/episodes_stats.jsonl").read_text().splitlines()[0])["stats"]
+            for d in (theirs, ours)
+        )
+        assert set(their_stats) == set(our_stats)
+        assert all(set(their_stats[k]) <= set(our_stats[k]) for k in their_stats)  # ours adds quantiles

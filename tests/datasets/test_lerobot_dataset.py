@@ -269,3 +269,25 @@ def test_v21_stats_come_from_episode_stats_as_in_lerobot(tmp_path):
     (root / "meta/stats.json").write_text(json.dumps(stale))
     mean = LeRobotDataset(root=root).meta.stats["action"]["mean"].numpy()
     np.testing.assert_allclose(mean, np.concatenate([e["action"] for e in episodes]).mean(axis=0), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda info: info.update(fps=0), "'fps' must be a positive integer"),
+        (lambda info: info.update(total_frames=99), "total_frames=99, its episodes hold 3 frames"),
+        (
+            lambda info: info["features"]["action"].update(dtype="int64"),
+            "column 'action' holds float, meta/info.json declares int64",
+        ),
+        (lambda info: info["features"]["action"].update(shape="2"), "feature 'action' has shape '2'"),
+    ],
+)
+def test_info_json_that_disagrees_with_the_data(tmp_path, edit, message):
+    root = tmp_path / "ds"
+    write_synthetic_dataset(root, lengths=(3,))
+    info = json.loads((root / "meta/info.json").read_text())
+    edit(info)
+    (root / "meta/info.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match=message):
+        LeRobotDataset(root=root)

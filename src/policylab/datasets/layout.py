@@ -157,6 +157,8 @@ def read_info(root: Path) -> dict:
     if not path.is_file():
         raise DatasetError(f"{root}: no {INFO_PATH}; is this a LeRobot dataset folder?")
     info = read_json(path)
+    if not isinstance(info, dict):
+        raise DatasetError(f"{path}: expected a JSON object, got {type(info).__name__}")
     version = info.get("codebase_version")
     if version not in CODEBASE_VERSIONS:
         raise DatasetError(
@@ -165,9 +167,21 @@ def read_info(root: Path) -> dict:
     for key in ("fps", "features", "total_episodes", "total_frames", "data_path"):
         if key not in info:
             raise DatasetError(f"{path}: required field '{key}' is missing")
+    if not isinstance(info["fps"], int) or info["fps"] <= 0:
+        raise DatasetError(f"{path}: 'fps' must be a positive integer, got {info['fps']!r}")
+    for key in ("total_episodes", "total_frames"):
+        if not isinstance(info[key], int) or info[key] < 0:
+            raise DatasetError(f"{path}: '{key}' must be a non-negative integer, got {info[key]!r}")
+    if not isinstance(info["features"], dict):
+        raise DatasetError(f"{path}: 'features' must be an object of feature name -> spec")
     for name, feature in info["features"].items():
         if not isinstance(feature, dict) or "dtype" not in feature or "shape" not in feature:
             raise DatasetError(f"{path}: feature '{name}' needs a 'dtype' and a 'shape'")
+        shape = feature["shape"]
+        if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and d > 0 for d in shape):
+            raise DatasetError(
+                f"{path}: feature '{name}' has shape {shape!r}, expected a list of positive integers"
+            )
     if any(f["dtype"] == "video" for f in info["features"].values()) and not info.get("video_path"):
         raise DatasetError(f"{path}: video features are declared but 'video_path' is missing")
     return info
@@ -231,6 +245,11 @@ def read_episodes(root: Path, info: dict) -> list[EpisodeRecord]:
         raise DatasetError(
             f"{root}: meta/info.json lists {info['total_episodes']} episodes, metadata has {len(records)}"
         )
+    frames = sum(r.length for r in records)
+    if frames != info["total_frames"]:
+        raise DatasetError(
+            f"{root}: meta/info.json says total_frames={info['total_frames']}, its episodes hold {frames} frames"
+        )
     return records
 
 
@@ -289,6 +308,11 @@ def _read_episodes_v21(root: Path, info: dict) -> list[EpisodeRecord]:
         if stats_path.exists()
         else {}
     )
+    for row in rows:
+        if not isinstance(row, dict) or not {"episode_index", "length"} <= set(row):
+            raise DatasetError(
+                f"{root / 'meta/episodes.jsonl'}: every line needs 'episode_index' and 'length': {row}"
+            )
     records, start = [], 0
     for row in sorted(rows, key=lambda r: r["episode_index"]):
         record = new_episode_record(

@@ -74,6 +74,16 @@ def column_to_numpy(table: pa.Table, key: str, feature: dict, path: Path) -> np.
     if feature["dtype"] == "image":
         return np.stack([_decode_image(cell["bytes"], path, key) for cell in column.to_pylist()])
     shape = list(feature["shape"])
+    value_type = (
+        column.type.value_type
+        if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type)
+        else column.type
+    )
+    declared = _ARROW_TYPES.get(feature["dtype"])
+    if declared is not None and value_type != declared:
+        raise DatasetError(
+            f"{path}: column '{key}' holds {value_type}, meta/info.json declares {feature['dtype']}"
+        )
     try:
         if shape == [1]:
             values = column.to_numpy(zero_copy_only=False)

@@ -291,3 +291,14 @@ def test_info_json_that_disagrees_with_the_data(tmp_path, edit, message):
     (root / "meta/info.json").write_text(json.dumps(info))
     with pytest.raises(DatasetError, match=message):
         LeRobotDataset(root=root)
+
+
+def test_unwritable_dataset_folder_caches_frames_in_data_home(tmp_path, monkeypatch):
+    root = tmp_path / "ds"
+    episodes = write_synthetic_dataset(root, lengths=(3,))
+    (root / ".cache").write_text("a file where the cache folder would go: mkdir fails, even for root")
+    monkeypatch.setenv("POLICYLAB_HOME", str(tmp_path / "home"))
+    ds = LeRobotDataset(root=root)
+    expected = episodes[0]["observation.image"][0].transpose(2, 0, 1) / 255.0
+    assert np.abs(ds[0]["observation.image"].numpy() - expected).mean() < 3 / 255
+    assert len(list((tmp_path / "home/.frame_cache").glob("*-observation.image.npy"))) == 1

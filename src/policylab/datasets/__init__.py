@@ -1,7 +1,8 @@
 """LeRobot-format datasets: reading (v3.0, v2.1), writing, temporal windows, statistics, frame cache."""
 
 from policylab.datasets.errors import DatasetError
-from policylab.datasets.lerobot_dataset import LeRobotDataset, default_data_home, resolve_dataset_root
+from policylab.datasets.layout import default_data_home
+from policylab.datasets.lerobot_dataset import LeRobotDataset, resolve_dataset_root
 from policylab.datasets.metadata import LeRobotDatasetMetadata
 from policylab.datasets.writer import LeRobotDatasetWriter
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from policylab.constants import EPISODE_INDEX
 from policylab.datasets.errors import DatasetError
-from policylab.datasets.layout import EpisodeRecord, read_parquet
+from policylab.datasets.layout import EpisodeRecord, default_data_home, read_parquet
 from policylab.datasets.metadata import LeRobotDatasetMetadata
 from policylab.datasets.parquet import column_to_numpy
 from policylab.datasets.video import iter_video_frames
@@ -54,25 +54,36 @@ def load_columns(
 
 
 def load_camera_frames(meta: LeRobotDatasetMetadata, key: str) -> np.ndarray:
-    """uint8 (total_frames, C, H, W) frames of camera `key`, row = dataset frame index (memory-mapped)."""
+    """uint8 (total_frames, C, H, W) frames of camera `key`, row = dataset frame index (memory-mapped).
+
+    The cache lives in `<root>/.cache/policylab/`, or under `$POLICYLAB_HOME/.frame_cache/` when the dataset
+    folder is read-only (named by the fingerprint there, since many datasets share that folder).
+    """
     height, width, channels = _hwc_shape(meta, key)
     shape = (meta.total_frames, channels, height, width)
-    cache_dir = meta.root / CACHE_DIR
-    path = cache_dir / f"{key}-{_fingerprint(meta, key)}.npy"
-    if path.is_file():
-        return _map_cache(path)
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_dir / f".{path.name}.{os.getpid()}.tmp"
-        frames = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-    except OSError:  # read-only dataset folder: keep the decoded frames in memory instead
-        frames, tmp = np.empty(shape, dtype=np.uint8), None
+    fingerprint = _fingerprint(meta, key)
+    for cache_dir, name in [
+        (meta.root / CACHE_DIR, f"{key}-{fingerprint}.npy"),
+        (default_data_home() / ".frame_cache", f"{fingerprint}-{key}.npy"),
+    ]:
+        path = cache_dir / name
+        if path.is_file():
+            return _map_cache(path)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = cache_dir / f".{name}.{os.getpid()}.tmp"
+            frames = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            break
+        except OSError:  # read-only: try the next place
+            continue
+    else:
+        raise DatasetError(
+            f"{meta.root}: no writable place for the frame cache of '{key}' (tried {CACHE_DIR})"
+        )
     _decode_into(meta, key, frames)
-    if tmp is None:
-        return frames
     frames.flush()
     del frames
-    for stale in cache_dir.glob(f"{key}-*.npy"):
+    for stale in cache_dir.glob(f"{key}-*.npy") if cache_dir == meta.root / CACHE_DIR else []:
         stale.unlink()
     os.replace(tmp, path)
     return _map_cache(path)

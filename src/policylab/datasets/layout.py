@@ -75,6 +75,11 @@ class EpisodeRecord:
         return self.dataset_from_index + self.length
 
 
+def default_data_home() -> Path:
+    """`$POLICYLAB_HOME`, else `~/.cache/policylab/datasets`."""
+    return Path(os.environ.get("POLICYLAB_HOME") or Path.home() / ".cache/policylab/datasets")
+
+
 # -- small atomic file helpers --------------------------------------------------------------------------
 
 

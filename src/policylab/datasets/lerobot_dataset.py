@@ -9,7 +9,6 @@ a whole batch with one indexing operation per key, which torch's DataLoader uses
 from __future__ import annotations
 
 import mmap
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +17,10 @@ import torch
 from policylab.constants import PAD_SUFFIX, TIMESTAMP
 from policylab.datasets.errors import DatasetError
 from policylab.datasets.frames import load_camera_frames, load_columns
-from policylab.datasets.layout import INFO_PATH
+from policylab.datasets.layout import INFO_PATH, default_data_home
 from policylab.datasets.metadata import LeRobotDatasetMetadata
 from policylab.datasets.stats import is_visual
 from policylab.datasets.windows import delta_timestamps_to_offsets, window_indices
-
-
-def default_data_home() -> Path:
-    """`$POLICYLAB_HOME`, else `~/.cache/policylab/datasets`."""
-    return Path(os.environ.get("POLICYLAB_HOME") or Path.home() / ".cache/policylab/datasets")
 
 
 def resolve_dataset_root(repo_id: str | None, root: str | Path | None) -> Path:

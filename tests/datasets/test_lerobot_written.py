@@ -1,4 +1,4 @@
-"""policylab reads datasets that real LeRobot wrote (fixtures made by tests/fixtures/lerobot_written/make_*.py;
+"""policylab reads datasets that real LeRobot wrote (fixtures made by tests/fixtures/lerobot_written/make_fixtures.py;
 v21_converted_to_v30 is v21 run through LeRobot 0.6.1's `lerobot.scripts.convert_dataset_v21_to_v30`, the way
 most v3.0 datasets on the hub were made)."""
 
@@ -17,7 +17,7 @@ LENGTHS = [5, 12, 8]
 
 
 def expected_image(frame_index: int) -> np.ndarray:
-    """The pattern make_*.py draws in channels 0 and 1 (channel 2 is random per frame), (C, H, W)."""
+    """The pattern make_fixtures.py draws in channels 0 and 1 (channel 2 is random per frame), (C, H, W)."""
     ramp = np.arange(96)
     image = np.zeros((2, 96, 96))
     image[0] = (ramp[None, :] * 2 + frame_index * 10) % 256
@@ -71,24 +71,8 @@ def test_appending_to_a_lerobot_packed_dataset_keeps_its_episodes(tmp_path):
     shutil.copytree(FIXTURES / "v30", root)  # LeRobot packed all 3 episodes into one data and one video file
     before = LeRobotDataset(root=root)
     old_actions = np.stack([before[i]["action"].numpy() for i in range(len(before))])
-    features = {
-        k: v
-        for k, v in before.features.items()
-        if k not in ("timestamp", "frame_index", "episode_index", "index", "task_index")
-    }
-    writer = LeRobotDatasetWriter(root, fps=10, features=features)
-    rng = np.random.default_rng(0)
-    writer.add_episode(
-        {
-            "observation.image": rng.integers(0, 255, (4, 96, 96, 3), dtype=np.uint8),
-            "observation.state": rng.uniform(0, 512, (4, 2)).astype(np.float32),
-            "observation.environment_state": rng.uniform(0, 512, (4, 16)).astype(np.float32),
-            "action": rng.uniform(0, 512, (4, 2)).astype(np.float32),
-            "next.reward": np.zeros(4, np.float32),
-            "next.success": np.zeros(4, bool),
-        },
-        "another task",
-    )
+    writer = LeRobotDatasetWriter(root, fps=10, features=_lerobot_fixture_features("v30"))
+    writer.add_episode(fixture_like_episode(4), "another task")
     after = LeRobotDataset(root=root)
     assert [e.length for e in after.episodes] == [*LENGTHS, 4]
     assert after.episodes[1].data_file == before.episodes[1].data_file  # still the packed file
@@ -96,6 +80,19 @@ def test_appending_to_a_lerobot_packed_dataset_keeps_its_episodes(tmp_path):
         np.stack([after[i]["action"].numpy() for i in range(len(before))]), old_actions
     )
     assert after.meta.tasks == ["Push the T-shaped block onto the T-shaped target.", "another task"]
+
+
+def fixture_like_episode(length: int) -> dict[str, np.ndarray]:
+    """Random frames with the features of the LeRobot fixtures."""
+    rng = np.random.default_rng(0)
+    return {
+        "observation.image": rng.integers(0, 255, (length, 96, 96, 3), dtype=np.uint8),
+        "observation.state": rng.uniform(0, 512, (length, 2)).astype(np.float32),
+        "observation.environment_state": rng.uniform(0, 512, (length, 16)).astype(np.float32),
+        "action": rng.uniform(0, 512, (length, 2)).astype(np.float32),
+        "next.reward": np.zeros(length, np.float32),
+        "next.success": np.zeros(length, bool),
+    }
 
 
 def _lerobot_fixture_features(version: str) -> dict:
@@ -113,18 +110,7 @@ def test_written_layout_matches_lerobot(tmp_path, version, codebase_version):
     writer = LeRobotDatasetWriter(
         ours, fps=10, features=_lerobot_fixture_features(version), codebase_version=codebase_version
     )
-    rng = np.random.default_rng(0)
-    writer.add_episode(
-        {
-            "observation.image": rng.integers(0, 255, (3, 96, 96, 3), dtype=np.uint8),
-            "observation.state": rng.uniform(0, 512, (3, 2)).astype(np.float32),
-            "observation.environment_state": rng.uniform(0, 512, (3, 16)).astype(np.float32),
-            "action": rng.uniform(0, 512, (3, 2)).astype(np.float32),
-            "next.reward": np.zeros(3, np.float32),
-            "next.success": np.zeros(3, bool),
-        },
-        "Push the T-shaped block onto the T-shaped target.",
-    )
+    writer.add_episode(fixture_like_episode(3), "Push the T-shaped block onto the T-shaped target.")
     their_info, our_info = (json.loads((d / "meta/info.json").read_text()) for d in (theirs, ours))
     assert set(their_info) <= set(our_info) | {"robot_type"}
     assert {k: (v["dtype"], list(v["shape"])) for k, v in their_info["features"].items()} == {

@@ -1,0 +1,62 @@
+"""Vision backbones from torchvision: a ResNet trunk (no pooling, no classifier) returning its last feature map.
+
+ImageNet weights come through torchvision's own mechanism, which reads them from the torch hub cache
+(`torch.hub.get_dir()/checkpoints/`) or downloads them there. Offline without the file, loading fails with
+a message that names the file and where it goes; it never falls back to random weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+RESNETS = ("resnet18", "resnet34", "resnet50")
+
+
+class BackboneWeightsError(RuntimeError):
+    """Pretrained weights were asked for but cannot be found or downloaded."""
+
+
+def resnet_trunk(
+    name: str,
+    pretrained: bool,
+    norm_layer: Callable[[int], nn.Module] = FrozenBatchNorm2d,
+    replace_final_stride_with_dilation: bool = False,
+) -> tuple[nn.Sequential, int]:
+    """A ResNet without avgpool and fc: (B, 3, H, W) -> (B, C_out, H/32, W/32). Returns it and C_out."""
+    if name not in RESNETS:
+        raise ValueError(f"vision_backbone '{name}' is not one of {', '.join(RESNETS)}")
+    weights = _imagenet_weights(name) if pretrained else None
+    model = getattr(torchvision.models, name)(
+        weights=weights,
+        norm_layer=norm_layer,
+        replace_stride_with_dilation=[False, False, replace_final_stride_with_dilation],
+    )
+    trunk = nn.Sequential(*list(model.children())[:-2])
+    return trunk, model.fc.in_features
+
+
+def _imagenet_weights(name: str):
+    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if cached.is_file():
+        return weights
+    try:
+        weights.get_state_dict(progress=False)  # downloads into the hub cache
+    except Exception as error:  # URLError, timeouts, SSL and HTTP errors all mean the same here
+        raise BackboneWeightsError(
+            f"ImageNet weights for {name} are not in the torch hub cache and could not be downloaded "
+            f"({type(error).__name__}). Put {weights.url} at {cached}, or train from scratch with "
+            "--policy.pretrained_backbone=false"
+        ) from None
+    return weights
+
+
+def group_norm_layer(channels: int) -> nn.GroupNorm:
+    """GroupNorm with 16 channels per group, what Diffusion Policy uses in place of batch norm."""
+    return nn.GroupNorm(num_groups=channels // 16, num_channels=channels)

@@ -1,0 +1,326 @@
+"""What every policy shares: its config base (a draccus choice type), saving and loading, observation checks.
+
+A policy is a folder under `policies/` with a config registered here (`@PreTrainedConfig.register_subclass`)
+and a `PreTrainedPolicy` subclass that names that config in `config_class`. A checkpoint is a folder:
+
+    config.json          the config, with "type" naming the policy
+    model.safetensors    the weights, normalization statistics included
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import draccus
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from policylab.constants import ACTION, PAD_SUFFIX
+from policylab.policies.normalize import Normalizer
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A policy checkpoint that is missing, corrupt, or does not match its config."""
+
+
+class ObservationError(ValueError):
+    """An observation or batch that lacks a key the policy needs, or has the wrong shape."""
+
+
+@dataclass
+class TrainingPreset:
+    """The optimizer and schedule a policy trains best with (the engine's defaults for it)."""
+
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    lr_backbone: float | None = None  # None: the vision backbone trains at `lr`
+    scheduler: str = "constant"  # or "cosine" (with linear warm-up)
+    warmup_steps: int = 0
+    ema_decay: float | None = None  # None: no EMA of the weights
+
+
+@dataclass
+class PreTrainedConfig(draccus.ChoiceRegistry):
+    """Base of every policy config; `--policy.type` picks the registered subclass.
+
+    input_shapes: observation key -> shape of one frame, images as [C, H, W], e.g.
+        {"observation.state": [2], "observation.environment_state": [16]}. Default: every observation
+        feature of the training dataset.
+    output_shapes: {"action": [Da]}. Default: from the training dataset.
+    input_normalization_modes: key -> mean_std, min_max or identity. Default: the policy's choice per key.
+    output_normalization_modes: as input_normalization_modes, for the actions.
+    """
+
+    input_shapes: dict[str, list[int]] | None = None
+    output_shapes: dict[str, list[int]] | None = None
+    input_normalization_modes: dict[str, str] | None = None
+    output_normalization_modes: dict[str, str] | None = None
+
+    @property
+    def type(self) -> str:
+        return self.get_choice_name(self.__class__)
+
+    # -- what subclasses define ---------------------------------------------------------------------------
+    def default_normalization_mode(self, key: str) -> str:
+        return "mean_std"
+
+    @property
+    def observation_delta_indices(self) -> list[int] | None:
+        """Frame offsets of the observations a training sample holds (e.g. [-1, 0]); None: the current frame
+        alone, without a time axis."""
+        return None
+
+    @property
+    def action_delta_indices(self) -> list[int]:
+        """Frame offsets of the actions a training sample holds (e.g. 0 .. chunk_size-1)."""
+        raise NotImplementedError
+
+    def training_preset(self) -> TrainingPreset:
+        raise NotImplementedError
+
+    # -- features ---------------------------------------------------------------------------------------
+    @property
+    def image_keys(self) -> list[str]:
+        return [k for k, shape in (self.input_shapes or {}).items() if len(shape) == 3]
+
+    @property
+    def action_dim(self) -> int:
+        return self.output_shapes[ACTION][0]
+
+    def delta_timestamps(self, fps: float) -> dict[str, list[float]]:
+        """The windows this policy trains on, for `LeRobotDataset(..., delta_timestamps=...)`."""
+        self.require_features()
+        observed = self.observation_delta_indices
+        windows = {} if observed is None else {key: [i / fps for i in observed] for key in self.input_shapes}
+        windows[ACTION] = [i / fps for i in self.action_delta_indices]
+        return windows
+
+    def with_dataset_features(self, features: dict[str, dict]) -> PreTrainedConfig:
+        """This config with shapes and modes left unset filled from a dataset's `meta/info.json` features,
+        after checking that the dataset provides what the config asks for."""
+        input_shapes = self.input_shapes or {
+            key: _frame_shape(feature) for key, feature in features.items() if key.startswith("observation.")
+        }
+        output_shapes = self.output_shapes or (
+            {ACTION: _frame_shape(features[ACTION])} if ACTION in features else {}
+        )
+        filled = dataclasses.replace(
+            self,
+            input_shapes=input_shapes,
+            output_shapes=output_shapes,
+            input_normalization_modes=self.input_normalization_modes
+            or {key: self.default_normalization_mode(key) for key in input_shapes},
+            output_normalization_modes=self.output_normalization_modes
+            or {key: self.default_normalization_mode(key) for key in output_shapes},
+        )
+        for key, shape in {**filled.input_shapes, **filled.output_shapes}.items():
+            if key not in features:
+                have = ", ".join(k for k in features if k.startswith("observation.") or k == ACTION)
+                raise ObservationError(f"the policy needs '{key}', which the dataset lacks (it has: {have})")
+            if list(shape) != _frame_shape(features[key]):
+                raise ObservationError(
+                    f"the policy expects '{key}' of shape {list(shape)}, the dataset has {_frame_shape(features[key])}"
+                )
+        return filled
+
+    def require_features(self) -> None:
+        if not self.input_shapes or not self.output_shapes or ACTION not in self.output_shapes:
+            raise ValueError(
+                f"{type(self).__name__} needs input_shapes and output_shapes={{'action': [Da]}}; "
+                "give them, or fill them from a dataset with config.with_dataset_features(dataset.meta.features)"
+            )
+
+    # -- JSON --------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"type": self.type, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> PreTrainedConfig:
+        data = dict(data)
+        kind = data.pop("type", None)
+        known = cls.get_known_choices()
+        if kind not in known:
+            raise CheckpointError(f"{source}: 'type' is {kind!r}, expected one of {', '.join(known)}")
+        config_cls = known[kind]
+        names = {f.name for f in dataclasses.fields(config_cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise CheckpointError(f"{source}: unknown {kind} config fields {unknown}")
+        try:
+            return config_cls(**data)
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{source}: {error}") from error
+
+
+def _frame_shape(feature: dict) -> list[int]:
+    """A dataset feature's shape as a policy sees it: images [C, H, W], vectors [D]."""
+    shape = list(feature["shape"])
+    if feature["dtype"] in ("video", "image"):
+        names = feature.get("names") or ["height", "width", "channels"]
+        if list(names)[-1] in ("channels", "channel", "c"):
+            return [shape[2], shape[0], shape[1]]
+    return shape
+
+
+def standardize_observation(
+    observation: dict[str, Tensor], input_shapes: dict[str, list[int]], device: torch.device
+) -> dict[str, Tensor]:
+    """The policy's inputs as float32 tensors on `device`: (B, *shape) or (B, To, *shape).
+
+    Images may come as the env gives them, uint8 (B, [To,] H, W, C) in [0, 255], or as the dataset
+    gives them, float (B, [To,] C, H, W) in [0, 1]; they are returned as float (C, H, W) in [0, 1].
+    """
+    out = {}
+    for key, shape in input_shapes.items():
+        if key not in observation:
+            raise ObservationError(
+                f"observation is missing '{key}' (expected shape (B, {', '.join(map(str, shape))})); "
+                f"it has: {', '.join(observation) or 'nothing'}"
+            )
+        value = torch.as_tensor(observation[key], device=device)
+        shape = tuple(shape)
+        if (
+            len(shape) == 3
+            and value.dtype == torch.uint8
+            and tuple(value.shape[-3:]) == (*shape[1:], shape[0])
+        ):
+            value = value.movedim(-1, -3).float() / 255  # (..., H, W, C) -> (..., C, H, W)
+        if tuple(value.shape[-len(shape) :]) != shape or value.ndim - len(shape) not in (1, 2):
+            expected = f"(B, {', '.join(map(str, shape))})"
+            if len(shape) == 3:
+                expected += f" float in [0, 1], or (B, {shape[1]}, {shape[2]}, {shape[0]}) uint8"
+            raise ObservationError(f"observation '{key}' has shape {tuple(value.shape)}, expected {expected}")
+        out[key] = value.float()
+    return out
+
+
+def check_window(batch: dict[str, Tensor], key: str, length: int, delta_indices: list[int]) -> None:
+    """A training batch must hold `key` as a (B, length, ...) window; say which delta_timestamps make it."""
+    if key not in batch:
+        raise ObservationError(f"the training batch is missing '{key}'; batch keys: {', '.join(batch)}")
+    if batch[key].ndim < 3 or batch[key].shape[1] != length or key + PAD_SUFFIX not in batch:
+        raise ObservationError(
+            f"batch['{key}'] has shape {tuple(batch[key].shape)}, but the policy trains on windows of "
+            f"{length} frames (frame offsets {delta_indices[0]}..{delta_indices[-1]}): build the dataset with "
+            "LeRobotDataset(..., delta_timestamps=config.delta_timestamps(fps))"
+        )
+
+
+class PreTrainedPolicy(nn.Module):
+    """Base of every policy: normalization from dataset statistics, `save_pretrained`, `from_pretrained`."""
+
+    config_class: ClassVar[type[PreTrainedConfig]]
+    _registry: ClassVar[dict[str, type[PreTrainedPolicy]]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "config_class" in cls.__dict__:
+            PreTrainedPolicy._registry[cls.config_class.get_choice_name(cls.config_class)] = cls
+
+    def __init__(self, config: PreTrainedConfig, dataset_stats: dict[str, dict] | None = None):
+        super().__init__()
+        config.require_features()
+        self.config = config
+        self.normalize_inputs = Normalizer(
+            config.input_shapes, config.input_normalization_modes, dataset_stats
+        )
+        self.normalize_targets = Normalizer(
+            config.output_shapes, config.output_normalization_modes, dataset_stats
+        )
+        self.unnormalize_outputs = Normalizer(
+            config.output_shapes, config.output_normalization_modes, dataset_stats, inverse=True
+        )
+
+    @staticmethod
+    def policy_class(config: PreTrainedConfig) -> type[PreTrainedPolicy]:
+        return PreTrainedPolicy._registry[config.type]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def optim_param_groups(self, lr: float, lr_backbone: float | None) -> list[dict]:
+        """Parameter groups for the optimizer; policies with a vision backbone may train it at `lr_backbone`."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    # -- saving and loading -------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write `config.json` and `model.safetensors` (statistics included) into the folder `path`."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "policy": self.config.type})
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, device: str | torch.device | None = None, **config_overrides
+    ) -> PreTrainedPolicy:
+        """Load a policy saved by `save_pretrained` (a `pretrained_model` folder, or a training checkpoint
+        folder that holds one). `config_overrides` change inference-time fields, e.g. n_action_steps."""
+        folder = _pretrained_folder(Path(path))
+        config = read_config(folder / CONFIG_NAME)
+        if config_overrides:
+            unknown = sorted(set(config_overrides) - {f.name for f in dataclasses.fields(config)})
+            if unknown:
+                raise ValueError(f"{config.type} config has no fields {unknown}")
+            config = dataclasses.replace(config, **config_overrides)
+        policy_cls = cls.policy_class(config) if cls is PreTrainedPolicy else cls
+        if policy_cls.config_class is not type(config):
+            raise CheckpointError(f"{folder}: holds a '{config.type}' policy, not {policy_cls.__name__}")
+        policy = policy_cls(config)
+        policy.load_state_dict(read_weights(folder / WEIGHTS_NAME, policy))
+        policy.to(device or "cpu")
+        policy.eval()
+        return policy
+
+
+def _pretrained_folder(path: Path) -> Path:
+    for candidate in (path, path / "pretrained_model"):
+        if (candidate / CONFIG_NAME).is_file():
+            return candidate
+    raise CheckpointError(f"{path}: no {CONFIG_NAME} here or in {path / 'pretrained_model'}")
+
+
+def read_config(path: Path) -> PreTrainedConfig:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: not readable as JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return PreTrainedConfig.from_dict(data, source=str(path))
+
+
+def read_weights(path: Path, module: nn.Module) -> dict[str, Tensor]:
+    """Tensors of a safetensors file, checked against `module`'s state dict by name and shape."""
+    try:
+        state = load_file(str(path))
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from error
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not match the config: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise CheckpointError(
+                f"{path}: '{key}' has shape {tuple(value.shape)}, the config gives {tuple(expected[key].shape)}"
+            )
+    return state

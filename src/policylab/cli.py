@@ -7,9 +7,13 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 
 from policylab.datasets.errors import DatasetError
 from policylab.flags import ConfigError, FlagError, parse_flags
+from policylab.policies.backbones import BackboneWeightsError
+from policylab.policies.pretrained import CheckpointError, ObservationError
+from policylab.training.trainer import TrainingError
 from policylab.utils.memory import keep_freed_memory
 
 
@@ -22,9 +26,9 @@ def record(args: list[str]) -> None:
     try:
         root = record_dataset(config)
     except KeyboardInterrupt:
-        committed = LeRobotDatasetWriter.count_committed(config.dataset.root)
+        committed = LeRobotDatasetWriter.count_committed(config.dataset.folder)
         print(
-            f"\npolicylab record: interrupted; {committed} complete episodes are in {config.dataset.root}. "
+            f"\npolicylab record: interrupted; {committed} complete episodes are in {config.dataset.folder}. "
             "Rerun the same command to resume.",
             file=sys.stderr,
         )
@@ -43,12 +47,51 @@ def record(args: list[str]) -> None:
     print(f"dataset written to {root.resolve()}")
 
 
+def train(args: list[str]) -> None:
+    from policylab.training import TrainConfig
+    from policylab.training import train as run_training
+
+    config = parse_flags(TrainConfig, args, "policylab train", defaults_path=_saved_run_config(args))
+    evaluate = None
+    if config.training.eval_freq:
+        from policylab.evaluation import evaluate_policy
+
+        def evaluate(policy) -> dict:
+            results = evaluate_policy(
+                policy, "pusht", n_episodes=config.training.eval_episodes, seed=config.seed, progress=False
+            )
+            return {k: v for k, v in results.items() if isinstance(v, (int, float))}
+
+    output_dir = config.output_dir or config.default_output_dir()
+    config.output_dir = output_dir
+    try:
+        run_training(config, evaluate)
+    except KeyboardInterrupt:
+        print(
+            f"\npolicylab train: interrupted; checkpoints are in {output_dir}/checkpoints. "
+            f"Continue with: policylab train --output_dir={output_dir} --resume=true",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
+    print(f"checkpoints written to {Path(output_dir, 'checkpoints').resolve()} (newest: checkpoints/last)")
+
+
+def _saved_run_config(args: list[str]) -> Path | None:
+    """With --resume=true, the run's saved train_config.json supplies every flag not given again."""
+    flags = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    if flags.get("resume", "false").lower() not in ("true", "1", "yes") or "output_dir" not in flags:
+        return None
+    saved = Path(flags["output_dir"]) / "train_config.json"
+    return saved if saved.is_file() else None
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
 COMMANDS = {
     "record": (record, "record expert demonstrations into a LeRobot-format dataset"),
+    "train": (train, "train a policy (ACT, Diffusion) on a dataset and write checkpoints"),
 }
 
 
@@ -71,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         COMMANDS[command][0](args)
     except ConfigError as error:
         raise FlagError(f"policylab {command}", str(error)) from None
-    except DatasetError as error:
+    except (DatasetError, CheckpointError, ObservationError, BackboneWeightsError, TrainingError) as error:
         print(f"policylab {command}: error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
 

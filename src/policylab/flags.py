@@ -14,9 +14,10 @@ import sys
 import textwrap
 import typing
 from dataclasses import MISSING, fields, is_dataclass
+from pathlib import Path
 
 import draccus
-from draccus.utils import DecodingError
+from draccus.utils import DecodingError, ParsingError
 
 
 class FlagError(SystemExit):
@@ -145,8 +146,11 @@ def _with_default_choices(config_cls: type, args: list[str]) -> list[str]:
     return added + args
 
 
-def parse_flags(config_cls: type, args: list[str], prog: str):
-    """Parse `args` into a `config_cls` instance, or exit with a message naming the bad flag."""
+def parse_flags(config_cls: type, args: list[str], prog: str, defaults_path: str | Path | None = None):
+    """Parse `args` into a `config_cls` instance, or exit with a message naming the bad flag.
+
+    `defaults_path`: a JSON file of a saved config whose values replace the defaults (e.g. to resume a run).
+    """
     if any(a in ("-h", "--help") for a in args):
         print(format_help(prog, config_cls))
         raise SystemExit(0)
@@ -163,6 +167,12 @@ def parse_flags(config_cls: type, args: list[str], prog: str):
                 f"unknown flag --{name}; {hint}valid flags: {', '.join('--' + v for v in sorted(valid))}",
             )
     try:
+        if defaults_path is not None:  # choice types come from the saved config
+            return draccus.parse(
+                config_class=config_cls, config_path=str(defaults_path), args=args, prog=prog
+            )
         return draccus.parse(config_class=config_cls, args=_with_default_choices(config_cls, args), prog=prog)
     except DecodingError as error:
         raise FlagError(prog, f"--{'.'.join(error.key_path)}: {error.message}") from None
+    except ParsingError as error:  # a config's own checks (__post_init__) failed
+        raise FlagError(prog, str(error.__cause__ or error)) from None

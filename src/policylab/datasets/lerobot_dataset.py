@@ -55,7 +55,7 @@ def _download_from_hub(repo_id: str, target: Path) -> Path:
         raise DatasetError(
             f"dataset '{repo_id}' was not found locally (searched {target}) and could not be downloaded "
             f"from the Hugging Face hub ({type(error).__name__}). Record one with `policylab record "
-            f"--dataset.root=...`, or set $POLICYLAB_HOME to the folder that holds '{repo_id}'."
+            f"--dataset.repo_id={repo_id}`, or set $POLICYLAB_HOME to the folder that holds '{repo_id}'."
         ) from error
     if not (target / INFO_PATH).is_file():
         raise DatasetError(f"downloaded '{repo_id}' to {target}, but it has no {INFO_PATH}")

@@ -9,9 +9,6 @@ commit are held until it ends, so Ctrl-C or a kill leaves a valid dataset of the
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -38,26 +35,7 @@ from policylab.datasets.layout import (
 from policylab.datasets.parquet import columns_to_table
 from policylab.datasets.stats import aggregate_stats, compute_episode_stats, stats_to_json
 from policylab.datasets.video import encode_video, video_info
-
-
-@contextlib.contextmanager
-def deferred_interrupts():
-    """Hold SIGINT/SIGTERM until the block ends, then deliver them (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {
-        s: signal.signal(s, lambda signum, frame: received.append(signum))
-        for s in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if received:
-            signal.raise_signal(received[0])
+from policylab.utils.interrupts import deferred_interrupts
 
 
 class LeRobotDatasetWriter:

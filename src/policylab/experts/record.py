@@ -22,13 +22,14 @@ from tqdm.auto import tqdm
 
 from policylab.constants import ACTION, DONE, OBS_IMAGE, REWARD, SUCCESS
 from policylab.datasets.errors import DatasetError
-from policylab.datasets.layout import CODEBASE_VERSIONS, read_json, write_json_atomic
-from policylab.datasets.writer import LeRobotDatasetWriter, deferred_interrupts
+from policylab.datasets.layout import CODEBASE_VERSIONS, default_data_home, read_json, write_json_atomic
+from policylab.datasets.writer import LeRobotDatasetWriter
 from policylab.envs import make_env
 from policylab.envs.configs import EnvConfig, PushTEnvConfig
 from policylab.envs.pusht import OBS_TYPES
 from policylab.experts.pusht import PushTExpert, PushTExpertConfig
 from policylab.flags import ConfigError
+from policylab.utils.interrupts import deferred_interrupts
 
 RECORDING_LOG = "meta/recording.json"
 PUSHT_TASK = "Push the T-shaped block onto the T-shaped target."
@@ -38,16 +39,23 @@ PUSHT_TASK = "Push the T-shaped block onto the T-shaped target."
 class RecordDatasetConfig:
     """Where and how the demonstrations are written.
 
-    root: dataset folder to create, or to resume when it already holds a recording.
+    repo_id: dataset name; without --dataset.root it is written to <data home>/<repo_id> ($POLICYLAB_HOME,
+        else ~/.cache/policylab/datasets), where `--dataset.repo_id=<repo_id>` finds it later.
+    root: dataset folder to create (overrides the data home), or to resume when it holds a recording.
     num_episodes: number of successful episodes to record.
     codebase_version: LeRobot layout to write, v3.0 (LeRobot >= 0.4) or v2.1 (LeRobot 0.1-0.3).
     task: language instruction stored with every episode.
     """
 
-    root: str = "data/pusht"
+    repo_id: str = "pusht"
+    root: str | None = None
     num_episodes: int = 50
     codebase_version: str = "v3.0"
     task: str = PUSHT_TASK
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.root) if self.root is not None else default_data_home() / self.repo_id
 
 
 @dataclass
@@ -238,9 +246,9 @@ def _check_same_settings(path: Path, previous: dict, current: dict) -> None:
 
 
 def record_dataset(config: RecordConfig) -> Path:
-    """Record `config.dataset.num_episodes` expert episodes into `config.dataset.root` (resuming if present)."""
+    """Record `config.dataset.num_episodes` expert episodes into `config.dataset.folder` (resuming if present)."""
     check_record_config(config)
-    root = Path(config.dataset.root)
+    root = config.dataset.folder
     writer = LeRobotDatasetWriter(
         root,
         fps=config.env.fps,

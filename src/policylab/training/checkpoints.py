@@ -1,0 +1,171 @@
+"""Checkpoints: `OUT/checkpoints/<step>/{pretrained_model,training_state}/` and `OUT/checkpoints/last`.
+
+    pretrained_model/   config.json + model.safetensors: what `Policy.from_pretrained` loads (with EMA,
+                        the averaged weights, which are the ones to evaluate)
+    training_state/     state.json           step, scheduler, optimizer hyper-parameters, Python/NumPy RNGs
+                        optimizer.safetensors AdamW moments, keyed "<param index>.<name>"
+                        rng.safetensors       torch CPU (and CUDA) generator states
+                        model.safetensors     the raw (non-averaged) weights, only when EMA is on
+
+A checkpoint is written into a temporary folder and renamed into place, then `last` (a relative symlink)
+is swapped atomically, so a kill at any moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from policylab.policies import CheckpointError, PreTrainedPolicy
+from policylab.policies.pretrained import WEIGHTS_NAME, read_weights
+
+CHECKPOINTS = "checkpoints"
+LAST = "last"
+PRETRAINED = "pretrained_model"
+TRAINING_STATE = "training_state"
+
+
+@dataclass
+class TrainingState:
+    """What the loop needs besides the policy to continue exactly where it stopped."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: object | None = None  # diffusers.training_utils.EMAModel
+
+
+def checkpoint_dir(output_dir: Path, step: int) -> Path:
+    return output_dir / CHECKPOINTS / f"{step:06d}"
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    link = output_dir / CHECKPOINTS / LAST
+    return link.resolve() if link.exists() else None
+
+
+def save_checkpoint(output_dir: Path, step: int, policy: PreTrainedPolicy, state: TrainingState) -> Path:
+    """Write the checkpoint of `step` atomically and point `last` at it."""
+    final = checkpoint_dir(output_dir, step)
+    tmp = final.with_name(f".tmp-{final.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _write_pretrained(tmp / PRETRAINED, policy, state.ema)
+    _write_training_state(tmp / TRAINING_STATE, step, policy, state)
+    if final.exists():  # a resumed run saving a step again: move the old one aside first
+        old = final.with_name(f".old-{final.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(final)
+    link_tmp = final.parent / f".{LAST}-tmp"
+    if link_tmp.is_symlink() or link_tmp.exists():
+        link_tmp.unlink()
+    link_tmp.symlink_to(final.name)
+    os.replace(link_tmp, final.parent / LAST)
+    return final
+
+
+def _write_pretrained(folder: Path, policy: PreTrainedPolicy, ema) -> None:
+    if ema is None:
+        policy.save_pretrained(folder)
+        return
+    ema.store(policy.parameters())
+    ema.copy_to(policy.parameters())
+    try:
+        policy.save_pretrained(folder)
+    finally:
+        ema.restore(policy.parameters())
+
+
+def _write_training_state(folder: Path, step: int, policy: PreTrainedPolicy, state: TrainingState) -> None:
+    folder.mkdir(parents=True)
+    optimizer = state.optimizer.state_dict()
+    tensors = {
+        f"{index}.{name}": value.detach().cpu().contiguous()
+        if torch.is_tensor(value)
+        else torch.tensor(value)
+        for index, moments in optimizer["state"].items()
+        for name, value in moments.items()
+    }
+    save_file(tensors, str(folder / "optimizer.safetensors"))
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    save_file(rng, str(folder / "rng.safetensors"))
+    if state.ema is not None:
+        raw = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+        save_file(raw, str(folder / WEIGHTS_NAME))
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    info = {
+        "step": step,
+        "optimizer_param_groups": optimizer["param_groups"],
+        "scheduler": state.scheduler.state_dict(),
+        "ema_optimization_step": None if state.ema is None else int(state.ema.optimization_step),
+        "python_rng": [python_state[0], list(python_state[1]), python_state[2]],
+        "numpy_rng": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+    }
+    (folder / "state.json").write_text(json.dumps(info))
+
+
+def load_checkpoint(checkpoint: Path, policy: PreTrainedPolicy, state: TrainingState) -> int:
+    """Restore policy weights, optimizer, scheduler, EMA and RNGs from `checkpoint`; returns its step.
+    Any unreadable or inconsistent file raises `CheckpointError` naming it."""
+    folder = checkpoint / TRAINING_STATE
+    info = _read_json(folder / "state.json")
+    averaged = read_weights(checkpoint / PRETRAINED / WEIGHTS_NAME, policy)
+    if state.ema is None:
+        policy.load_state_dict(averaged)
+    else:
+        policy.load_state_dict(read_weights(folder / WEIGHTS_NAME, policy))
+        state.ema.shadow_params = [
+            averaged[name].clone().to(p.device) for name, p in policy.named_parameters()
+        ]
+        state.ema.optimization_step = info["ema_optimization_step"]
+
+    moments = _read_safetensors(folder / "optimizer.safetensors")
+    optimizer_state: dict[int, dict] = {}
+    for key, value in moments.items():
+        index, name = key.split(".", 1)
+        optimizer_state.setdefault(int(index), {})[name] = value
+    try:
+        state.optimizer.load_state_dict(
+            {"state": optimizer_state, "param_groups": info["optimizer_param_groups"]}
+        )
+        state.scheduler.load_state_dict(info["scheduler"])
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{folder}: optimizer state does not fit this policy ({error})") from error
+
+    rng = _read_safetensors(folder / "rng.safetensors")
+    torch.set_rng_state(rng["torch"])
+    cuda = [rng[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in rng]
+    if cuda and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    version, keys, gauss = info["python_rng"]
+    random.setstate((version, tuple(keys), gauss))
+    kind, key, pos, has_gauss, cached = info["numpy_rng"]
+    np.random.set_state((kind, np.array(key, dtype=np.uint32), pos, has_gauss, cached))
+    return int(info["step"])
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: missing or corrupt ({error})") from error
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(f"{path}: missing or corrupt ({error})") from error

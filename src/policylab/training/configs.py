@@ -1,0 +1,96 @@
+"""`policylab train` configuration: which data, which policy, how to optimize, where to write."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+
+from policylab.policies import ACTConfig, PreTrainedConfig
+
+SCHEDULERS = ("constant", "cosine")
+LOGGERS = ("jsonl", "tensorboard")
+
+
+@dataclass
+class DatasetConfig:
+    """The demonstrations to train on.
+
+    repo_id: dataset name, looked up in --dataset.root, else in the data home ($POLICYLAB_HOME, else
+        ~/.cache/policylab/datasets, where `policylab record` writes), else on the Hugging Face hub.
+    root: folder holding repo_id, or (without repo_id) the dataset folder itself.
+    episodes: episode indices to train on (default all), e.g. [0,1,2].
+    """
+
+    repo_id: str | None = None
+    root: str | None = None
+    episodes: list[int] | None = None
+
+
+@dataclass
+class TrainingConfig:
+    """How to optimize. Unset optimizer fields take the policy's preset (shown in train_config.json).
+
+    steps: optimizer steps to run; or give num_epochs.
+    num_epochs: passes over the dataset (steps = num_epochs x frames // (batch_size x processes)).
+    batch_size: samples per step and process.
+    lr: learning rate (preset: ACT 1e-5, Diffusion 1e-4).
+    lr_backbone: learning rate of the vision backbone (preset: ACT 1e-5; others train it at lr).
+    weight_decay: AdamW weight decay (preset: ACT 1e-4, Diffusion 1e-6).
+    betas: AdamW betas, e.g. [0.95,0.999].
+    scheduler: learning-rate schedule: constant or cosine (decay to 0 after warmup_steps of linear warm-up).
+    warmup_steps: steps of linear learning-rate warm-up.
+    grad_clip_norm: clip the gradients' global norm to this (0: no clipping).
+    ema_decay: keep an exponential moving average of the weights with this decay and save it as the
+        model (preset: Diffusion 0.9999 with warm-up, ACT none); 0 turns it off.
+    amp: mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling).
+    num_workers: DataLoader worker processes (default: 0 on CPU, where in-process batch gathering is fastest;
+        4 on GPU).
+    log_freq: write averaged metrics to metrics.jsonl every this many steps.
+    save_freq: write a checkpoint every this many steps (and always at the end).
+    eval_freq: evaluate in the simulator every this many steps (0: never).
+    eval_episodes: episodes per evaluation during training.
+    max_minutes: stop (with a checkpoint) after this much training time; resume later with --resume=true.
+    log: where metrics go besides the progress bar: jsonl, or tensorboard as well (needs tensorboard).
+    """
+
+    steps: int | None = None
+    num_epochs: int | None = None
+    batch_size: int = 8
+    lr: float | None = None
+    lr_backbone: float | None = None
+    weight_decay: float | None = None
+    betas: list[float] | None = None
+    scheduler: str | None = None
+    warmup_steps: int | None = None
+    grad_clip_norm: float = 10.0
+    ema_decay: float | None = None
+    amp: bool = False
+    num_workers: int | None = None
+    log_freq: int = 100
+    save_freq: int = 1000
+    eval_freq: int = 0
+    eval_episodes: int = 10
+    max_minutes: float | None = None
+    log: str = "jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """policylab train: train a policy on a LeRobot-format dataset and write checkpoints.
+
+    output_dir: where checkpoints, metrics.jsonl and train_config.json go (default outputs/train/<time>_<policy>).
+    resume: continue the run in output_dir from its last checkpoint.
+    seed: seeds weights, data order and noise: the same seed gives the same loss curve on CPU.
+    device: cuda, mps or cpu (default: the first available, in that order).
+    """
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    policy: PreTrainedConfig = field(default_factory=ACTConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    output_dir: str | None = None
+    resume: bool = False
+    seed: int = 1000
+    device: str | None = None
+
+    def default_output_dir(self) -> str:
+        return f"outputs/train/{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}_{self.policy.type}"

@@ -1,0 +1,80 @@
+"""The training data stream: whole batches gathered at once, in an order fixed by (seed, epoch, step).
+
+Batch k of epoch e is a slice of a permutation seeded by (seed, e), so the stream can restart at any step
+(resume) and gives every process of a data-parallel run its own share of the same global batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from policylab.datasets import LeRobotDataset
+
+
+def steps_per_epoch(num_frames: int, batch_size: int, world_size: int = 1) -> int:
+    """Full global batches per pass over the data (at least one: a tiny dataset still trains)."""
+    return max(1, num_frames // (batch_size * world_size))
+
+
+class StepBatchSampler:
+    """Yields the frame indices of each step's batch for this process, from `start_step` on, forever."""
+
+    def __init__(
+        self,
+        num_frames: int,
+        batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.num_frames, self.batch_size, self.seed = num_frames, batch_size, seed
+        self.start_step, self.rank, self.world_size = start_step, rank, world_size
+        self.per_epoch = steps_per_epoch(num_frames, batch_size, world_size)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(self.num_frames, generator=generator).numpy()
+        needed = self.per_epoch * self.batch_size * self.world_size
+        return np.resize(order, needed) if needed > len(order) else order  # tiny datasets repeat frames
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start_step
+        global_batch = self.batch_size * self.world_size
+        while True:
+            epoch, within = divmod(step, self.per_epoch)
+            order = self.epoch_order(epoch)
+            for k in range(within, self.per_epoch):
+                batch = order[k * global_batch : (k + 1) * global_batch]
+                yield batch[self.rank :: self.world_size].tolist()
+            step = (epoch + 1) * self.per_epoch
+
+
+class _BatchGather(torch.utils.data.Dataset):
+    """`dataset[list_of_indices]` -> one batch dict, gathered with one indexing operation per key."""
+
+    def __init__(self, dataset: LeRobotDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        return self.dataset.gather(np.asarray(indices))
+
+
+def make_dataloader(
+    dataset: LeRobotDataset, sampler: StepBatchSampler, num_workers: int, pin_memory: bool
+) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        _BatchGather(dataset),
+        sampler=sampler,
+        batch_size=None,  # the sampler yields whole batches
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )

@@ -1,0 +1,394 @@
+"""The training loop behind `policylab train`: one engine for every policy.
+
+    dataset (windows from the policy config) -> policy (built with the dataset's statistics)
+    -> AdamW + schedule (the policy's preset, overridable) -> steps with clipping, EMA, AMP
+    -> metrics.jsonl, checkpoints, optional evaluation callbacks
+
+Data-parallel runs start under `torchrun` (one process per GPU or CPU slot); the loop wraps the policy in
+DistributedDataParallel, gives each process its share of every global batch, and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from policylab.datasets import LeRobotDataset, LeRobotDatasetMetadata, resolve_dataset_root
+from policylab.flags import ConfigError
+from policylab.policies import PreTrainedConfig, PreTrainedPolicy
+from policylab.training.checkpoints import TrainingState, last_checkpoint, load_checkpoint, save_checkpoint
+from policylab.training.configs import LOGGERS, SCHEDULERS, TrainConfig
+from policylab.training.data import StepBatchSampler, make_dataloader, steps_per_epoch
+from policylab.training.metrics import MetricsLog, RunningMeans
+from policylab.utils.interrupts import deferred_interrupts
+
+TRAIN_CONFIG = "train_config.json"
+Evaluate = Callable[[PreTrainedPolicy], dict]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+@dataclass
+class Hyperparameters:
+    """The optimizer settings a run uses: flags where given, else the policy's preset."""
+
+    steps: int
+    lr: float
+    lr_backbone: float | None
+    weight_decay: float
+    betas: tuple[float, float]
+    eps: float
+    scheduler: str
+    warmup_steps: int
+    ema_decay: float | None
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Distributed:
+    """Join the process group torchrun set up (WORLD_SIZE > 1), or run alone."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return Distributed(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def select_device(requested: str | None, local_rank: int = 0) -> torch.device:
+    """CUDA, then MPS, then CPU; a requested device that is not available is a config error."""
+    if requested is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    kind = requested.split(":")[0]
+    if kind not in available:
+        raise ConfigError(f"--device={requested}: expected cpu, cuda or mps")
+    if not available[kind]:
+        raise ConfigError(f"--device={requested}: {kind} is not available on this machine")
+    return torch.device("cuda", local_rank) if requested == "cuda" else torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def check_config(config: TrainConfig) -> None:
+    """Reject flag values that cannot work, before any data is read."""
+    t = config.training
+    if (t.steps is None) == (t.num_epochs is None):
+        raise ConfigError("give exactly one of --training.steps and --training.num_epochs")
+    if config.dataset.repo_id is None and config.dataset.root is None:
+        raise ConfigError(
+            "give --dataset.repo_id=NAME (a recorded or downloaded dataset) or --dataset.root=DIR"
+        )
+    problems = {
+        "--training.steps": t.steps is None or t.steps >= 1,
+        "--training.num_epochs": t.num_epochs is None or t.num_epochs >= 1,
+        "--training.batch_size": t.batch_size >= 1,
+        "--training.log_freq": t.log_freq >= 1,
+        "--training.save_freq": t.save_freq >= 1,
+        "--training.eval_freq": t.eval_freq >= 0,
+        "--training.grad_clip_norm": t.grad_clip_norm >= 0,
+        "--training.num_workers": t.num_workers is None or t.num_workers >= 0,
+        "--training.lr": t.lr is None or t.lr > 0,
+    }
+    for flag, ok in problems.items():
+        if not ok:
+            raise ConfigError(f"{flag}: must be {'at least 1' if flag != '--training.lr' else 'positive'}")
+    if t.scheduler is not None and t.scheduler not in SCHEDULERS:
+        raise ConfigError(f"--training.scheduler={t.scheduler}: expected one of {', '.join(SCHEDULERS)}")
+    if t.log not in LOGGERS:
+        raise ConfigError(f"--training.log={t.log}: expected one of {', '.join(LOGGERS)}")
+    if t.betas is not None and len(t.betas) != 2:
+        raise ConfigError(f"--training.betas: expected two values like [0.9,0.999], got {t.betas}")
+
+
+def resolve_hyperparameters(
+    config: TrainConfig, policy_config: PreTrainedConfig, num_frames: int, world: int
+) -> Hyperparameters:
+    t, preset = config.training, policy_config.training_preset()
+    steps = t.steps or t.num_epochs * steps_per_epoch(num_frames, t.batch_size, world)
+    ema_decay = preset.ema_decay if t.ema_decay is None else (t.ema_decay or None)
+    return Hyperparameters(
+        steps=steps,
+        lr=t.lr if t.lr is not None else preset.lr,
+        lr_backbone=t.lr_backbone if t.lr_backbone is not None else preset.lr_backbone,
+        weight_decay=t.weight_decay if t.weight_decay is not None else preset.weight_decay,
+        betas=tuple(t.betas) if t.betas is not None else tuple(preset.betas),
+        eps=preset.eps,
+        scheduler=t.scheduler or preset.scheduler,
+        warmup_steps=t.warmup_steps if t.warmup_steps is not None else preset.warmup_steps,
+        ema_decay=ema_decay,
+    )
+
+
+def make_training_state(
+    policy: PreTrainedPolicy, hyper: Hyperparameters, device: torch.device
+) -> TrainingState:
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+
+    optimizer = torch.optim.AdamW(
+        policy.optim_param_groups(hyper.lr, hyper.lr_backbone),
+        lr=hyper.lr,
+        betas=hyper.betas,
+        eps=hyper.eps,
+        weight_decay=hyper.weight_decay,
+        fused=device.type == "cuda",
+    )
+    name = "constant_with_warmup" if hyper.scheduler == "constant" else "cosine"
+    scheduler = get_scheduler(
+        name, optimizer, num_warmup_steps=hyper.warmup_steps, num_training_steps=hyper.steps
+    )
+    ema = None
+    if hyper.ema_decay is not None:  # Diffusion Policy's EMA: decay warms up as 1 - (1 + step)^-0.75
+        ema = EMAModel(policy.parameters(), decay=hyper.ema_decay, use_ema_warmup=True, power=0.75)
+    return TrainingState(optimizer, scheduler, ema)
+
+
+def prepare_output_dir(config: TrainConfig, output_dir: Path, saved_path: Path) -> Path | None:
+    """The checkpoint to resume from (None for a new run); refuses to mix two runs in one folder."""
+    checkpoint = last_checkpoint(output_dir)
+    if not config.resume:
+        if saved_path.exists() or checkpoint is not None:
+            raise ConfigError(
+                f"--output_dir={output_dir} already holds a training run; continue it with --resume=true, "
+                "or choose a new --output_dir"
+            )
+        return None
+    if checkpoint is None:
+        raise ConfigError(f"--resume=true: {output_dir} has no checkpoints/last to resume from")
+    saved = json.loads(saved_path.read_text())
+    for part in ("policy", "dataset"):
+        current = _config_dict(config)[part]
+        changed = sorted(k for k in {*current, *saved[part]} if current.get(k) != saved[part].get(k))
+        if changed:
+            raise ConfigError(
+                f"--resume=true: the run in {output_dir} was trained with other --{part}.* settings "
+                f"({', '.join(changed)}); resume with the same ones or choose a new --output_dir"
+            )
+    return checkpoint
+
+
+def _config_dict(config: TrainConfig) -> dict:
+    out = dataclasses.asdict(config)
+    out["policy"] = config.policy.to_dict()
+    return out
+
+
+def _autocast(device: torch.device, amp: bool):
+    if not amp:
+        return nullcontext(), None
+    if device.type != "cuda":
+        raise ConfigError(f"--training.amp=true needs a CUDA device, the run is on {device}")
+    if torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16), None
+    return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+
+
+def train(config: TrainConfig, evaluate: Evaluate | None = None) -> Path:
+    """Run (or resume) the training described by `config`; returns the output folder.
+
+    `evaluate(policy) -> metrics` is called every `training.eval_freq` steps (with the EMA weights when
+    EMA is on) and its result is logged.
+    """
+    check_config(config)
+    ddp = init_distributed()
+    device = select_device(config.device, ddp.local_rank)
+    output_dir = Path(config.output_dir or config.default_output_dir())
+
+    meta = LeRobotDatasetMetadata(resolve_dataset_root(config.dataset.repo_id, config.dataset.root))
+    policy_config = config.policy.with_dataset_features(meta.features)
+    config = dataclasses.replace(config, policy=policy_config, output_dir=str(output_dir))
+    saved_path = output_dir / TRAIN_CONFIG
+    checkpoint = prepare_output_dir(config, output_dir, saved_path)
+
+    seed_everything(config.seed)
+    dataset = LeRobotDataset(
+        root=meta.root,
+        episodes=config.dataset.episodes,
+        delta_timestamps=policy_config.delta_timestamps(meta.fps),
+    )
+    hyper = resolve_hyperparameters(config, policy_config, len(dataset), ddp.world_size)
+    policy = PreTrainedPolicy.policy_class(policy_config)(policy_config, dataset_stats=meta.stats).to(device)
+    state = make_training_state(policy, hyper, device)
+    start_step = 0 if checkpoint is None else load_checkpoint(checkpoint, policy, state)
+    if ddp.world_size > 1:  # each process draws its own noise (dropout, diffusion) after a common start
+        torch.manual_seed(config.seed + 1_000_003 * ddp.rank + start_step)
+    if ddp.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        saved_path.write_text(json.dumps({**_config_dict(config), "resume": False}, indent=2) + "\n")
+        (output_dir / "hyperparameters.json").write_text(
+            json.dumps(dataclasses.asdict(hyper), indent=2) + "\n"
+        )
+
+    model = policy
+    if ddp.world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            policy, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    num_workers = config.training.num_workers
+    if num_workers is None:
+        num_workers = 4 if device.type == "cuda" else 0
+    sampler = StepBatchSampler(
+        len(dataset), config.training.batch_size, config.seed, start_step, ddp.rank, ddp.world_size
+    )
+    loader = make_dataloader(dataset, sampler, num_workers, pin_memory=device.type == "cuda")
+    loop = TrainingLoop(config, hyper, policy, model, state, device, output_dir, ddp, evaluate)
+    try:
+        loop.run(loader, start_step, sampler.per_epoch)
+    finally:
+        if ddp.world_size > 1:
+            dist.destroy_process_group()
+    return output_dir
+
+
+class TrainingLoop:
+    """Steps, logging, checkpoints and evaluations of one run."""
+
+    def __init__(self, config, hyper, policy, model, state, device, output_dir, ddp, evaluate):
+        self.config, self.hyper, self.policy, self.model, self.state = config, hyper, policy, model, state
+        self.device, self.output_dir, self.ddp, self.evaluate = device, output_dir, ddp, evaluate
+        self.autocast, self.scaler = _autocast(device, config.training.amp)
+
+    def run(self, loader, start_step: int, per_epoch: int) -> None:
+        t, total = self.config.training, self.hyper.steps
+        log = MetricsLog(self.output_dir, start_step, t.log) if self.ddp.is_main else None
+        progress = tqdm(
+            total=total,
+            initial=start_step,
+            desc="training",
+            unit="step",
+            disable=not self.ddp.is_main,
+            dynamic_ncols=True,
+        )
+        means, step, started = RunningMeans(), start_step, time.monotonic()
+        deadline = None if t.max_minutes is None else started + 60 * t.max_minutes
+        try:
+            for batch in loader:
+                if step >= total:
+                    break
+                metrics = self.train_step(batch, step)
+                step += 1
+                means.add(metrics, samples=t.batch_size * self.ddp.world_size)
+                if step % t.log_freq == 0 or step == total:
+                    summary = means.pop()
+                    summary.update(
+                        step=step, epoch=round(step / per_epoch, 3), lr=self.state.scheduler.get_last_lr()[0]
+                    )
+                    if log is not None:
+                        log.write(summary)
+                    progress.set_postfix_str(
+                        f"loss {summary['loss']:.4g} lr {summary['lr']:.2g} {summary['samples_per_s']:.0f} samples/s",
+                        refresh=False,
+                    )
+                progress.update()
+                out_of_time = deadline is not None and time.monotonic() > deadline
+                if step % t.save_freq == 0 or step == total or out_of_time:
+                    self.save(step)
+                if t.eval_freq and self.evaluate and step % t.eval_freq == 0:
+                    self.run_evaluation(step, log, progress)
+                if out_of_time:
+                    progress.write(
+                        f"--training.max_minutes={t.max_minutes} reached at step {step}/{total}; "
+                        "continue with --resume=true"
+                    )
+                    break
+        except KeyboardInterrupt:
+            if step > start_step:
+                self.save(step)  # interrupts are held during a step, so this state is consistent
+            raise
+        finally:
+            progress.close()
+            if log is not None:
+                log.close()
+
+    def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+        t = self.config.training
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        self.policy.train()
+        with self.autocast:
+            output = self.model(batch)
+        loss = output["loss"]
+        optimizer = self.state.optimizer
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), t.grad_clip_norm or math.inf)
+        loss_value, grad_norm_value = loss.item(), grad_norm.item()
+        if self.scaler is None and not (math.isfinite(loss_value) and math.isfinite(grad_norm_value)):
+            raise TrainingError(
+                f"step {step + 1}: the loss is {loss_value} and the gradient norm {grad_norm_value}; training "
+                f"stopped and the last good checkpoint in {self.output_dir / 'checkpoints'} is kept. Try a "
+                "lower --training.lr, or check the dataset's statistics for constant or extreme features."
+            )
+        with deferred_interrupts():
+            if self.scaler is not None:
+                self.scaler.step(optimizer)
+                self.scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            self.state.scheduler.step()
+            if self.state.ema is not None:
+                self.state.ema.step(self.policy.parameters())
+        metrics = {
+            k: float(v) for k, v in output.items() if k != "loss" and torch.is_tensor(v) and v.numel() == 1
+        }
+        return {"loss": loss_value, **metrics, "grad_norm": grad_norm_value}
+
+    def save(self, step: int) -> None:
+        if self.ddp.is_main:
+            with deferred_interrupts():
+                save_checkpoint(self.output_dir, step, self.policy, self.state)
+        if self.ddp.world_size > 1:
+            dist.barrier()
+
+    def run_evaluation(self, step: int, log: MetricsLog | None, progress) -> None:
+        if not self.ddp.is_main:
+            return
+        ema = self.state.ema
+        if ema is not None:
+            ema.store(self.policy.parameters())
+            ema.copy_to(self.policy.parameters())
+        try:
+            results = self.evaluate(self.policy)
+        finally:
+            if ema is not None:
+                ema.restore(self.policy.parameters())
+        if log is not None:
+            log.write({"step": step, "eval": results})
+        shown = {k: round(v, 3) for k, v in results.items() if isinstance(v, float)}
+        progress.write(f"step {step}: eval {json.dumps(shown)}")

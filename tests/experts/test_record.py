@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from helpers import run_policylab
 from policylab.datasets import LeRobotDataset
 from policylab.envs.configs import PushTEnvConfig
 from policylab.experts.pusht import PushTExpertConfig
@@ -17,10 +18,7 @@ from policylab.experts.record import run_expert_episode
 pytestmark = pytest.mark.slow
 
 
-def policylab(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "policylab.cli", *args], capture_output=True, text=True, **kwargs
-    )
+policylab = run_policylab
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,12 @@ class PreTrainedConfig(draccus.ChoiceRegistry):
     input_normalization_modes: dict[str, str] | None = None
     output_normalization_modes: dict[str, str] | None = None
 
+    def __post_init__(self):
+        if self.input_shapes is not None and self.input_normalization_modes is None:
+            self.input_normalization_modes = {k: self.default_normalization_mode(k) for k in self.input_shapes}
+        if self.output_shapes is not None and self.output_normalization_modes is None:
+            self.output_normalization_modes = {k: self.default_normalization_mode(k) for k in self.output_shapes}
+
     @property
     def type(self) -> str:
         return self.get_choice_name(self.__class__)
@@ -115,15 +121,7 @@ class PreTrainedConfig(draccus.ChoiceRegistry):
         output_shapes = self.output_shapes or (
             {ACTION: _frame_shape(features[ACTION])} if ACTION in features else {}
         )
-        filled = dataclasses.replace(
-            self,
-            input_shapes=input_shapes,
-            output_shapes=output_shapes,
-            input_normalization_modes=self.input_normalization_modes
-            or {key: self.default_normalization_mode(key) for key in input_shapes},
-            output_normalization_modes=self.output_normalization_modes
-            or {key: self.default_normalization_mode(key) for key in output_shapes},
-        )
+        filled = dataclasses.replace(self, input_shapes=input_shapes, output_shapes=output_shapes)
         for key, shape in {**filled.input_shapes, **filled.output_shapes}.items():
             if key not in features:
                 have = ", ".join(k for k in features if k.startswith("observation.") or k == ACTION)

@@ -77,4 +77,7 @@ def make_dataloader(
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
+        # its own generator: starting an iterator draws a seed, which must not consume the global RNG that a
+        # resumed run restores for dropout and noise
+        generator=torch.Generator().manual_seed(sampler.seed),
     )

@@ -62,6 +62,7 @@ class ACTConfig(PreTrainedConfig):
     temporal_ensemble_coeff: float | None = None
 
     def __post_init__(self):
+        super().__post_init__()
         if self.n_layers is None:
             self.n_layers = self.n_decoder_layers
         elif self.n_decoder_layers not in (1, self.n_layers):

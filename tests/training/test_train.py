@@ -1,0 +1,211 @@
+"""The training engine end to end through the real CLI, and the seed-style Python loop."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import KEYPOINT_INPUTS, TINY_ACT_FLAGS, run_policylab
+from policylab.datasets import LeRobotDataset
+from policylab.policies import PreTrainedPolicy
+from policylab.policies.act import ACTConfig, ACTPolicy
+
+pytestmark = pytest.mark.slow
+
+
+def train_args(root: Path, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "train", *TINY_ACT_FLAGS, KEYPOINT_INPUTS, f"--dataset.root={root}", f"--output_dir={output_dir}",
+        "--training.batch_size=8", "--training.lr=1e-3", "--seed=7", *extra,
+    ]  # fmt: skip
+
+
+def losses(output_dir: Path) -> dict[int, float]:
+    records = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def test_train_writes_checkpoints_that_load_alone_bit_for_bit(recorded_pusht, tmp_path):
+    out = tmp_path / "run"
+    result = run_policylab(
+        *train_args(
+            recorded_pusht, out, "--training.steps=6", "--training.save_freq=3", "--training.log_freq=1"
+        )
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"checkpoints written to {(out / 'checkpoints').resolve()}" in result.stdout
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["000003", "000006", "last"]
+    last = out / "checkpoints/last"
+    assert last.is_symlink() and last.resolve().name == "000006"
+    assert {p.name for p in (last / "pretrained_model").iterdir()} == {"config.json", "model.safetensors"}
+    assert {"state.json", "optimizer.safetensors", "rng.safetensors"} <= {
+        p.name for p in (last / "training_state").iterdir()
+    }
+    assert sorted(losses(out)) == [1, 2, 3, 4, 5, 6]
+
+    policy = PreTrainedPolicy.from_pretrained(last / "pretrained_model")
+    assert isinstance(policy, ACTPolicy) and policy.config.chunk_size == 5
+    saved = load_file(str(last / "pretrained_model/model.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in policy.state_dict().items())  # statistics included
+    ds = LeRobotDataset(root=recorded_pusht)
+    obs = ds.gather(torch.arange(4).numpy())
+    again = ACTPolicy.from_pretrained(last)  # the checkpoint folder itself works too
+    assert torch.equal(policy.predict_action_chunk(obs), again.predict_action_chunk(obs))
+
+
+def test_same_seed_same_loss_curve_and_kill_9_then_resume_reproduces_it(recorded_pusht, tmp_path):
+    steps = ["--training.steps=150", "--training.save_freq=10", "--training.log_freq=1"]
+    straight = tmp_path / "straight"
+    assert run_policylab(*train_args(recorded_pusht, straight, *steps)).returncode == 0
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "policylab.cli", *train_args(recorded_pusht, killed, *steps)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    while not (killed / "checkpoints/000010").exists() and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    kept = int((killed / "checkpoints/last").resolve().name)
+    assert 10 <= kept < 150
+    resumed = run_policylab("train", f"--output_dir={killed}", "--resume=true")
+    assert resumed.returncode == 0, resumed.stderr
+    assert losses(killed) == losses(straight)  # exactly: same data order, same noise, same optimizer state
+
+
+def test_resume_and_output_dir_guards(recorded_pusht, tmp_path):
+    out = tmp_path / "run"
+    assert run_policylab(*train_args(recorded_pusht, out, "--training.steps=2")).returncode == 0
+    again = run_policylab(*train_args(recorded_pusht, out, "--training.steps=2"))
+    assert (
+        again.returncode == 2
+        and "already holds a training run" in again.stderr
+        and "--resume=true" in again.stderr
+    )
+    changed = run_policylab(
+        "train", f"--output_dir={out}", "--resume=true", "--policy.chunk_size=7", "--policy.n_action_steps=7"
+    )
+    assert changed.returncode == 2 and "chunk_size" in changed.stderr
+    nothing = run_policylab(
+        *train_args(recorded_pusht, tmp_path / "new", "--training.steps=2", "--resume=true")
+    )
+    assert nothing.returncode == 2 and "no checkpoints/last" in nothing.stderr
+
+    (out / "checkpoints/last/training_state/optimizer.safetensors").write_bytes(b"\x00" * 10)
+    corrupt = run_policylab("train", f"--output_dir={out}", "--resume=true", "--training.steps=4")
+    assert (
+        corrupt.returncode == 1
+        and "optimizer.safetensors" in corrupt.stderr
+        and "Traceback" not in corrupt.stderr
+    )
+
+
+def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(recorded_pusht, tmp_path):
+    out = tmp_path / "run"
+    result = run_policylab(
+        *train_args(
+            recorded_pusht, out, "--training.steps=50", "--training.save_freq=1", "--training.lr=1e30"
+        )
+    )
+    assert result.returncode == 1 and "training stopped" in result.stderr and "Traceback" not in result.stderr
+    last = out / "checkpoints/last/pretrained_model/model.safetensors"
+    assert all(torch.isfinite(v).all() for v in load_file(str(last)).values())
+
+
+def test_bad_flags_fail_before_any_work_naming_the_flag(recorded_pusht, tmp_path):
+    typo = run_policylab(*train_args(recorded_pusht, tmp_path / "a", "--training.stepz=3"))
+    assert (
+        typo.returncode == 2
+        and "--training.stepz" in typo.stderr
+        and "did you mean --training.steps" in typo.stderr
+    )
+    kind = run_policylab(
+        "train", "--policy.type=actt", f"--dataset.root={recorded_pusht}", "--training.steps=1"
+    )
+    assert kind.returncode == 2 and "act" in kind.stderr
+    both = run_policylab(
+        *train_args(recorded_pusht, tmp_path / "b", "--training.steps=3", "--training.num_epochs=1")
+    )
+    assert both.returncode == 2 and "exactly one of --training.steps and --training.num_epochs" in both.stderr
+    missing = run_policylab("train", *TINY_ACT_FLAGS, "--policy.input_shapes={observation.wrist: [3]}",
+                            f"--dataset.root={recorded_pusht}", "--training.steps=1", f"--output_dir={tmp_path / 'c'}")  # fmt: skip
+    assert (
+        missing.returncode == 1
+        and "observation.wrist" in missing.stderr
+        and "Traceback" not in missing.stderr
+    )
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_evaluation_during_training_is_logged(recorded_pusht, tmp_path):
+    out = tmp_path / "run"
+    result = run_policylab(
+        *train_args(
+            recorded_pusht, out, "--training.steps=4", "--training.eval_freq=4", "--training.eval_episodes=2"
+        )
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval" in r]
+    assert len(evals) == 1 and evals[0]["step"] == 4 and 0 <= evals[0]["eval"]["success_rate"] <= 1
+
+
+def test_two_processes_with_torchrun_train_and_write_one_checkpoint(recorded_pusht, tmp_path):
+    out = tmp_path / "ddp"
+    policylab = shutil.which("policylab", path=os.path.dirname(sys.executable))
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--no-python", policylab,
+         *train_args(recorded_pusht, out, "--training.steps=60", "--training.log_freq=10", "--training.save_freq=60",
+                     "--device=cpu")],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    curve = losses(out)
+    assert curve[60] < curve[10]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["000060", "last"]
+    assert json.loads((out / "train_config.json").read_text())["training"]["batch_size"] == 8
+
+
+def test_seed_style_python_loop(recorded_pusht, tmp_path):
+    """The loop tutorials write: dataset windows from the config, DataLoader, AdamW, clipping, cosine, save."""
+    torch.manual_seed(0)
+    features = LeRobotDataset(root=recorded_pusht).meta.features
+    config = ACTConfig(
+        input_shapes={"observation.state": [2], "observation.environment_state": [16]},
+        output_shapes={"action": [2]},
+        chunk_size=10, n_action_steps=10, dim_model=64, n_heads=2, dim_feedforward=128, n_layers=1, latent_dim=8,
+        n_encoder_layers=2, n_vae_encoder_layers=1, pretrained_backbone=False,
+    ).with_dataset_features(features)  # fmt: skip
+    dataset = LeRobotDataset(root=recorded_pusht, delta_timestamps=config.delta_timestamps(10))
+    policy = ACTPolicy(config, dataset_stats=dataset.meta.stats)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=True, drop_last=True)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=60)
+    device = torch.device("cpu")
+    l1 = []
+    for step, batch in enumerate(loader):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        output = policy.forward(batch)
+        output["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+        l1.append(output["l1_loss"].item())
+        if step == 59:
+            break
+    assert sum(l1[-10:]) < 0.7 * sum(l1[:10])
+    torch.save(policy.state_dict(), tmp_path / "policy.pt")
+    reloaded = ACTPolicy(config)
+    reloaded.load_state_dict(torch.load(tmp_path / "policy.pt"))
+    obs = dataset.gather(torch.arange(3).numpy())
+    assert torch.equal(reloaded.predict_action_chunk(obs), policy.predict_action_chunk(obs))

@@ -69,9 +69,13 @@ class PreTrainedConfig(draccus.ChoiceRegistry):
 
     def __post_init__(self):
         if self.input_shapes is not None and self.input_normalization_modes is None:
-            self.input_normalization_modes = {k: self.default_normalization_mode(k) for k in self.input_shapes}
+            self.input_normalization_modes = {
+                k: self.default_normalization_mode(k) for k in self.input_shapes
+            }
         if self.output_shapes is not None and self.output_normalization_modes is None:
-            self.output_normalization_modes = {k: self.default_normalization_mode(k) for k in self.output_shapes}
+            self.output_normalization_modes = {
+                k: self.default_normalization_mode(k) for k in self.output_shapes
+            }
 
     @property
     def type(self) -> str:

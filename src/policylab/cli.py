@@ -9,11 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from policylab.datasets.errors import DatasetError
+from policylab.errors import PolicylabError
 from policylab.flags import ConfigError, FlagError, parse_flags
-from policylab.policies.backbones import BackboneWeightsError
-from policylab.policies.pretrained import CheckpointError, ObservationError
-from policylab.training.trainer import TrainingError
 from policylab.utils.memory import keep_freed_memory
 
 
@@ -114,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         COMMANDS[command][0](args)
     except ConfigError as error:
         raise FlagError(f"policylab {command}", str(error)) from None
-    except (DatasetError, CheckpointError, ObservationError, BackboneWeightsError, TrainingError) as error:
+    except PolicylabError as error:
         print(f"policylab {command}: error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
 

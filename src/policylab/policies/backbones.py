@@ -15,10 +15,12 @@ import torchvision
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from policylab.errors import PolicylabError
+
 RESNETS = ("resnet18", "resnet34", "resnet50")
 
 
-class BackboneWeightsError(RuntimeError):
+class BackboneWeightsError(PolicylabError, RuntimeError):
     """Pretrained weights were asked for but cannot be found or downloaded."""
 
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from policylab.errors import PolicylabError
+
 MODES = ("mean_std", "min_max", "identity")
 EPS = 1e-8
 _STATS_OF_MODE = {"mean_std": ("mean", "std"), "min_max": ("min", "max"), "identity": ()}
 
 
-class MissingStatsError(ValueError):
+class MissingStatsError(PolicylabError, ValueError):
     """The policy was built without `dataset_stats` and has no statistics to normalize with."""
 
 

@@ -22,17 +22,18 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from policylab.constants import ACTION, PAD_SUFFIX
+from policylab.errors import PolicylabError
 from policylab.policies.normalize import Normalizer
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PolicylabError, ValueError):
     """A policy checkpoint that is missing, corrupt, or does not match its config."""
 
 
-class ObservationError(ValueError):
+class ObservationError(PolicylabError, ValueError):
     """An observation or batch that lacks a key the policy needs, or has the wrong shape."""
 
 
@@ -192,12 +193,10 @@ def standardize_observation(
             )
         value = torch.as_tensor(observation[key], device=device)
         shape = tuple(shape)
-        if (
-            len(shape) == 3
-            and value.dtype == torch.uint8
-            and tuple(value.shape[-3:]) == (*shape[1:], shape[0])
-        ):
-            value = value.movedim(-1, -3).float() / 255  # (..., H, W, C) -> (..., C, H, W)
+        if len(shape) == 3 and value.dtype == torch.uint8:
+            if tuple(value.shape[-3:]) == (*shape[1:], shape[0]):
+                value = value.movedim(-1, -3)  # (..., H, W, C) -> (..., C, H, W)
+            value = value.float() / 255
         if tuple(value.shape[-len(shape) :]) != shape or value.ndim - len(shape) not in (1, 2):
             expected = f"(B, {', '.join(map(str, shape))})"
             if len(shape) == 3:

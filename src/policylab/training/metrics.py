@@ -31,6 +31,9 @@ class RunningMeans:
         seconds = time.perf_counter() - self.since
         means = {key: total / max(1, self.steps) for key, total in self.sums.items()}
         means["samples_per_s"] = self.samples / seconds if seconds > 0 else 0.0
+        if "data_s" in self.sums:  # the share of wall time spent waiting for batches (the loader's cost)
+            means["data_wait_fraction"] = self.sums.pop("data_s") / seconds if seconds > 0 else 0.0
+            means.pop("data_s")
         self._reset()
         return means
 

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from policylab.datasets import LeRobotDataset, LeRobotDatasetMetadata, resolve_dataset_root
+from policylab.errors import PolicylabError
 from policylab.flags import ConfigError
 from policylab.policies import PreTrainedConfig, PreTrainedPolicy
 from policylab.training.checkpoints import TrainingState, last_checkpoint, load_checkpoint, save_checkpoint
@@ -39,7 +40,7 @@ TRAIN_CONFIG = "train_config.json"
 Evaluate = Callable[[PreTrainedPolicy], dict]
 
 
-class TrainingError(RuntimeError):
+class TrainingError(PolicylabError, RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
 
 
@@ -186,8 +187,9 @@ def prepare_output_dir(config: TrainConfig, output_dir: Path, saved_path: Path) 
                 "or choose a new --output_dir"
             )
         return None
-    if checkpoint is None:
-        raise ConfigError(f"--resume=true: {output_dir} has no checkpoints/last to resume from")
+    if checkpoint is None or not saved_path.is_file():
+        missing = "checkpoints/last" if checkpoint is None else TRAIN_CONFIG
+        raise ConfigError(f"--resume=true: {output_dir} has no {missing} to resume from")
     saved = json.loads(saved_path.read_text())
     for part in ("policy", "dataset"):
         current = _config_dict(config)[part]
@@ -295,10 +297,12 @@ class TrainingLoop:
         means, step, started = RunningMeans(), start_step, time.monotonic()
         deadline = None if t.max_minutes is None else started + 60 * t.max_minutes
         try:
+            fetch_started = time.perf_counter()
             for batch in loader:
                 if step >= total:
                     break
-                metrics = self.train_step(batch, step)
+                data_seconds = time.perf_counter() - fetch_started
+                metrics = {**self.train_step(batch, step), "data_s": data_seconds}
                 step += 1
                 means.add(metrics, samples=t.batch_size * self.ddp.world_size)
                 if step % t.log_freq == 0 or step == total:
@@ -318,6 +322,7 @@ class TrainingLoop:
                     self.save(step)
                 if t.eval_freq and self.evaluate and step % t.eval_freq == 0:
                     self.run_evaluation(step, log, progress)
+                fetch_started = time.perf_counter()
                 if out_of_time:
                     progress.write(
                         f"--training.max_minutes={t.max_minutes} reached at step {step}/{total}; "
@@ -325,8 +330,8 @@ class TrainingLoop:
                     )
                     break
         except KeyboardInterrupt:
-            if step > start_step:
-                self.save(step)  # interrupts are held during a step, so this state is consistent
+            if step > start_step:  # interrupts are held during a step, so this state is consistent
+                self.save(step, wait_for_others=False)  # the other processes may be stopping too
             raise
         finally:
             progress.close()
@@ -369,11 +374,11 @@ class TrainingLoop:
         }
         return {"loss": loss_value, **metrics, "grad_norm": grad_norm_value}
 
-    def save(self, step: int) -> None:
+    def save(self, step: int, wait_for_others: bool = True) -> None:
         if self.ddp.is_main:
             with deferred_interrupts():
                 save_checkpoint(self.output_dir, step, self.policy, self.state)
-        if self.ddp.world_size > 1:
+        if self.ddp.world_size > 1 and wait_for_others:
             dist.barrier()
 
     def run_evaluation(self, step: int, log: MetricsLog | None, progress) -> None:

@@ -2,6 +2,7 @@
 vision backbones). Importing this package registers every policy type."""
 
 from policylab.policies.act import ACTConfig, ACTPolicy
+from policylab.policies.diffusion import DiffusionConfig, DiffusionPolicy
 from policylab.policies.pretrained import (
     CheckpointError,
     ObservationError,
@@ -14,6 +15,8 @@ __all__ = [
     "ACTConfig",
     "ACTPolicy",
     "CheckpointError",
+    "DiffusionConfig",
+    "DiffusionPolicy",
     "ObservationError",
     "PreTrainedConfig",
     "PreTrainedPolicy",

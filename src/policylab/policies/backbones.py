@@ -26,14 +26,18 @@ class BackboneWeightsError(PolicylabError, RuntimeError):
 
 def resnet_trunk(
     name: str,
-    pretrained: bool,
+    weights: str | None,
     norm_layer: Callable[[int], nn.Module] = FrozenBatchNorm2d,
     replace_final_stride_with_dilation: bool = False,
 ) -> tuple[nn.Sequential, int]:
-    """A ResNet without avgpool and fc: (B, 3, H, W) -> (B, C_out, H/32, W/32). Returns it and C_out."""
+    """A ResNet without avgpool and fc: (B, 3, H, W) -> (B, C_out, H/32, W/32). Returns it and C_out.
+
+    weights: None (random initialization) or a torchvision weights name for this ResNet, e.g.
+        "IMAGENET1K_V1" or "ResNet18_Weights.IMAGENET1K_V1".
+    """
     if name not in RESNETS:
         raise ValueError(f"vision_backbone '{name}' is not one of {', '.join(RESNETS)}")
-    weights = _imagenet_weights(name) if pretrained else None
+    weights = _pretrained_weights(name, weights) if weights is not None else None
     model = getattr(torchvision.models, name)(
         weights=weights,
         norm_layer=norm_layer,
@@ -43,8 +47,15 @@ def resnet_trunk(
     return trunk, model.fc.in_features
 
 
-def _imagenet_weights(name: str):
-    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+def _pretrained_weights(name: str, weights_name: str):
+    enum = torchvision.models.get_model_weights(name)
+    member = weights_name.split(".")[-1]
+    if member not in enum.__members__ or weights_name.split(".")[0] not in (enum.__name__, member):
+        raise ValueError(
+            f"'{weights_name}' are not weights of {name}; choose one of "
+            f"{', '.join(f'{enum.__name__}.{m}' for m in enum.__members__)}"
+        )
+    weights = enum[member]
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if cached.is_file():
         return weights

@@ -185,7 +185,7 @@ class ACT(nn.Module):
         if self.image_keys:
             self.backbone, channels = resnet_trunk(
                 config.vision_backbone,
-                config.pretrained_backbone,
+                "IMAGENET1K_V1" if config.pretrained_backbone else None,
                 replace_final_stride_with_dilation=config.replace_final_stride_with_dilation,
             )
             self.encoder_img_feat_input_proj = nn.Conv2d(channels, d, kernel_size=1)

@@ -1,0 +1,147 @@
+"""Diffusion Policy's configuration: the knobs of LeRobot's `DiffusionConfig`, same names and meaning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from policylab.constants import OBS_IMAGE
+from policylab.policies.backbones import RESNETS
+from policylab.policies.pretrained import PreTrainedConfig, TrainingPreset
+
+NOISE_SCHEDULERS = ("DDPM", "DDIM")
+PREDICTION_TYPES = ("epsilon", "sample")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+@PreTrainedConfig.register_subclass("diffusion")
+@dataclass
+class DiffusionConfig(PreTrainedConfig):
+    """Diffusion Policy (Chi et al., RSS 2023), CNN-based, as in LeRobot.
+
+    n_obs_steps: observation frames the policy conditions on (To).
+    horizon: actions the diffusion model generates per sample (T), starting at the first observation step.
+    n_action_steps: actions executed from each sample before sampling again (Ta); the executed ones start at
+        the current step (index n_obs_steps - 1 of the horizon).
+    vision_backbone: torchvision ResNet for camera inputs: resnet18, resnet34 or resnet50.
+    pretrained_backbone_weights: torchvision weights to start from, e.g. "ResNet18_Weights.IMAGENET1K_V1"
+        (needs use_group_norm=false: batch-norm statistics cannot become group norm). Default: none.
+    use_group_norm: replace the backbone's batch norm with group norm (16 channels per group).
+    crop_shape: crop images to [height, width] before the backbone (random in training, centred at
+        inference when crop_is_random); empty or null for no crop.
+    crop_is_random: random crops in training (centre crops are always used at inference).
+    spatial_softmax_num_keypoints: keypoints of the spatial-softmax head on the feature map.
+    use_separate_rgb_encoder_per_camera: one backbone per camera instead of a shared one.
+    down_dims: channels of the UNet's levels (the horizon halves at each level but the last).
+    kernel_size: 1-D convolution kernel size in the UNet.
+    n_groups: group-norm groups in the UNet.
+    diffusion_step_embed_dim: size of the diffusion-step embedding.
+    use_film_scale_modulation: FiLM with scale and bias (else bias only) from the conditioning.
+    noise_scheduler_type: DDPM or DDIM (may be changed on a trained model: both share the training noise).
+    num_train_timesteps: diffusion steps of the forward process.
+    beta_schedule: linear, scaled_linear or squaredcos_cap_v2.
+    beta_start, beta_end: first and last beta of linear schedules.
+    prediction_type: what the network predicts: epsilon (the noise) or sample (the clean actions).
+    clip_sample: clip each denoised estimate to [-clip_sample_range, clip_sample_range].
+    clip_sample_range: see clip_sample.
+    num_inference_steps: denoising steps when sampling (default num_train_timesteps; e.g. 10 with DDIM).
+    do_mask_loss_for_padding: leave actions past the episode's end out of the loss.
+    """
+
+    n_obs_steps: int = 2
+    horizon: int = 16
+    n_action_steps: int = 8
+    vision_backbone: str = "resnet18"
+    pretrained_backbone_weights: str | None = None
+    use_group_norm: bool = True
+    crop_shape: list[int] | None = field(default_factory=lambda: [84, 84])
+    crop_is_random: bool = True
+    spatial_softmax_num_keypoints: int = 32
+    use_separate_rgb_encoder_per_camera: bool = False
+    down_dims: list[int] = field(default_factory=lambda: [512, 1024, 2048])
+    kernel_size: int = 5
+    n_groups: int = 8
+    diffusion_step_embed_dim: int = 128
+    use_film_scale_modulation: bool = True
+    noise_scheduler_type: str = "DDPM"
+    num_train_timesteps: int = 100
+    beta_schedule: str = "squaredcos_cap_v2"
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    prediction_type: str = "epsilon"
+    clip_sample: bool = True
+    clip_sample_range: float = 1.0
+    num_inference_steps: int | None = None
+    do_mask_loss_for_padding: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.down_dims = list(self.down_dims)
+        self.crop_shape = list(self.crop_shape) if self.crop_shape else None
+        choices = {
+            "noise_scheduler_type": NOISE_SCHEDULERS,
+            "prediction_type": PREDICTION_TYPES,
+            "beta_schedule": BETA_SCHEDULES,
+            "vision_backbone": RESNETS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}='{getattr(self, name)}' is not one of {', '.join(allowed)}")
+        if self.n_obs_steps < 1 or self.n_action_steps < 1:
+            raise ValueError("n_obs_steps and n_action_steps must be at least 1")
+        if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:
+            raise ValueError(
+                f"n_obs_steps - 1 + n_action_steps = {self.n_obs_steps - 1 + self.n_action_steps} actions are "
+                f"executed from a horizon of {self.horizon}; shorten them or lengthen the horizon"
+            )
+        downsampling = 2 ** (len(self.down_dims) - 1)
+        if not self.down_dims or self.horizon % downsampling:
+            raise ValueError(
+                f"horizon={self.horizon} must be a multiple of {downsampling} (the UNet halves it "
+                f"{len(self.down_dims) - 1} times with down_dims={self.down_dims})"
+            )
+        if (
+            self.num_inference_steps is not None
+            and not 1 <= self.num_inference_steps <= self.num_train_timesteps
+        ):
+            raise ValueError(
+                f"num_inference_steps={self.num_inference_steps} must be in 1..{self.num_train_timesteps}"
+            )
+        if self.pretrained_backbone_weights and self.use_group_norm:
+            raise ValueError(
+                "pretrained_backbone_weights need use_group_norm=false (their batch-norm statistics cannot be "
+                "turned into group norm)"
+            )
+        if self.crop_shape is not None and len(self.crop_shape) != 2:
+            raise ValueError(f"crop_shape={self.crop_shape}: expected [height, width]")
+        for key in self.image_keys:
+            if self.crop_shape and any(
+                c > s for c, s in zip(self.crop_shape, self.input_shapes[key][1:], strict=True)
+            ):
+                raise ValueError(
+                    f"crop_shape={self.crop_shape} is larger than '{key}' {self.input_shapes[key][1:]}"
+                )
+
+    def default_normalization_mode(self, key: str) -> str:
+        return "mean_std" if key.startswith(OBS_IMAGE) else "min_max"
+
+    @property
+    def observation_delta_indices(self) -> list[int]:
+        return list(range(1 - self.n_obs_steps, 1))
+
+    @property
+    def action_delta_indices(self) -> list[int]:
+        return list(range(1 - self.n_obs_steps, 1 - self.n_obs_steps + self.horizon))
+
+    @property
+    def inference_steps(self) -> int:
+        return self.num_inference_steps or self.num_train_timesteps
+
+    def training_preset(self) -> TrainingPreset:
+        return TrainingPreset(
+            lr=1e-4,
+            weight_decay=1e-6,
+            betas=(0.95, 0.999),
+            scheduler="cosine",
+            warmup_steps=500,
+            ema_decay=0.9999,
+        )

@@ -1,0 +1,159 @@
+"""Diffusion Policy (Chi et al., RSS 2023, https://arxiv.org/abs/2303.04137), CNN variant, as in LeRobot.
+
+    observations (B, To, ...) --ObservationEncoder--> global condition (B, To * D_obs)
+    training:  a (B, T, Da) + noise at a random step k --ConditionalUnet1d(k, cond)--> noise (or a)
+    sampling:  N(0, I) (B, T, Da) --num_inference_steps of DDPM or DDIM (diffusers)--> actions
+
+The noise schedulers are diffusers' (`DDPMScheduler`, `DDIMScheduler`); both share the training noise
+schedule, so the sampler and its number of steps can be changed on a trained model.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from diffusers import DDIMScheduler, DDPMScheduler
+from torch import Tensor
+
+from policylab.constants import ACTION, PAD_SUFFIX
+from policylab.policies.diffusion.conditional_unet1d import ConditionalUnet1d
+from policylab.policies.diffusion.configuration_diffusion import DiffusionConfig
+from policylab.policies.diffusion.observation_encoder import ObservationEncoder
+from policylab.policies.pretrained import (
+    ObservationError,
+    PreTrainedPolicy,
+    check_window,
+    standardize_observation,
+)
+
+
+def make_noise_scheduler(config: DiffusionConfig) -> DDPMScheduler | DDIMScheduler:
+    scheduler_cls = DDPMScheduler if config.noise_scheduler_type == "DDPM" else DDIMScheduler
+    return scheduler_cls(
+        num_train_timesteps=config.num_train_timesteps,
+        beta_start=config.beta_start,
+        beta_end=config.beta_end,
+        beta_schedule=config.beta_schedule,
+        clip_sample=config.clip_sample,
+        clip_sample_range=config.clip_sample_range,
+        prediction_type=config.prediction_type,
+    )
+
+
+class DiffusionPolicy(PreTrainedPolicy):
+    """Diffusion Policy with LeRobot's interface: `forward(batch)` for training, `select_action(obs)` to act.
+
+    Observations are in dataset units, un-normalized: vectors float (B, D); images float (B, C, H, W) in
+    [0, 1] or uint8 (B, H, W, C). They may also carry the To observation steps, (B, To, ...), as a dataset
+    window does. `select_action` keeps the last n_obs_steps observations itself (the first one repeated
+    after `reset()`), samples a horizon when its action queue is empty, and executes the n_action_steps
+    actions that start at the current step. Pass a `torch.Generator` for reproducible samples.
+    """
+
+    config_class = DiffusionConfig
+
+    def __init__(self, config: DiffusionConfig, dataset_stats: dict[str, dict] | None = None):
+        super().__init__(config, dataset_stats)
+        self.observation_encoder = ObservationEncoder(config)
+        self.unet = ConditionalUnet1d(
+            config.action_dim,
+            self.observation_encoder.output_dim,
+            config.down_dims,
+            config.kernel_size,
+            config.n_groups,
+            config.diffusion_step_embed_dim,
+            config.use_film_scale_modulation,
+        )
+        self.noise_scheduler = make_noise_scheduler(config)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the observation history and queued actions; call at the start of every episode."""
+        self._observations: dict[str, deque[Tensor]] = {
+            key: deque(maxlen=self.config.n_obs_steps) for key in self.config.input_shapes
+        }
+        self._action_queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
+
+    def _history(self, observation: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Inputs with the To axis: a window is used as given; a single step is repeated To times."""
+        inputs = standardize_observation(observation, self.config.input_shapes, self.device)
+        n_obs = self.config.n_obs_steps
+        for key, shape in self.config.input_shapes.items():
+            if inputs[key].ndim == len(shape) + 1:
+                inputs[key] = inputs[key].unsqueeze(1).expand(-1, n_obs, *shape)
+            elif inputs[key].shape[1] != n_obs:
+                raise ObservationError(
+                    f"'{key}' has {inputs[key].shape[1]} observation steps, expected {n_obs}"
+                )
+        return inputs
+
+    @torch.no_grad()
+    def predict_action_chunk(
+        self, observation: dict[str, Tensor], generator: torch.Generator | None = None
+    ) -> Tensor:
+        """The sampled horizon, (B, horizon, Da) in dataset units; index n_obs_steps - 1 is the current step."""
+        self.eval()
+        inputs = self.normalize_inputs(self._history(observation))
+        actions = self.sample(self.observation_encoder(inputs), generator)
+        return self.unnormalize_outputs({ACTION: actions})[ACTION]
+
+    @torch.no_grad()
+    def select_action(
+        self, observation: dict[str, Tensor], generator: torch.Generator | None = None
+    ) -> Tensor:
+        """The action to execute now, (B, Da); samples a new horizon every n_action_steps calls."""
+        inputs = standardize_observation(observation, self.config.input_shapes, self.device)
+        for key, queue in self._observations.items():
+            step = (
+                inputs[key][:, -1]
+                if inputs[key].ndim == len(self.config.input_shapes[key]) + 2
+                else inputs[key]
+            )
+            if queue:
+                queue.append(step)
+            else:  # the first observation after reset() fills the whole history
+                queue.extend([step] * queue.maxlen)
+        if not self._action_queue:
+            history = {key: torch.stack(list(queue), dim=1) for key, queue in self._observations.items()}
+            horizon = self.predict_action_chunk(history, generator)
+            start = self.config.n_obs_steps - 1
+            self._action_queue.extend(horizon[:, start : start + self.config.n_action_steps].transpose(0, 1))
+        return self._action_queue.popleft()
+
+    def sample(self, global_cond: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Denoise N(0, I) into normalized actions (B, horizon, Da) with the configured scheduler and steps."""
+        config = self.config
+        shape = (global_cond.shape[0], config.horizon, config.action_dim)
+        sample = torch.randn(
+            shape, generator=generator, device=generator.device if generator else self.device
+        )
+        sample = sample.to(self.device)
+        self.noise_scheduler.set_timesteps(config.inference_steps, device=self.device)
+        for t in self.noise_scheduler.timesteps:
+            timestep = torch.full((shape[0],), int(t), dtype=torch.long, device=self.device)
+            model_output = self.unet(sample, timestep, global_cond)
+            sample = self.noise_scheduler.step(model_output, t, sample, generator=generator).prev_sample
+        return sample
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Denoising loss on a batch from `LeRobotDataset(..., delta_timestamps=config.delta_timestamps(fps))`:
+        MSE between the UNet's output and the noise (or the clean actions, with prediction_type=sample)."""
+        config = self.config
+        check_window(batch, ACTION, config.horizon, config.action_delta_indices)
+        for key in config.input_shapes:
+            check_window(batch, key, config.n_obs_steps, config.observation_delta_indices)
+        inputs = self.normalize_inputs(standardize_observation(batch, config.input_shapes, self.device))
+        global_cond = self.observation_encoder(inputs)  # (B, To * D_obs)
+        actions = self.normalize_targets({ACTION: batch[ACTION].to(self.device)})[ACTION]  # (B, T, Da)
+
+        noise = torch.randn_like(actions)
+        timesteps = torch.randint(0, config.num_train_timesteps, (actions.shape[0],), device=self.device)
+        noisy = self.noise_scheduler.add_noise(actions, noise, timesteps)
+        predicted = self.unet(noisy, timesteps, global_cond)
+        target = noise if config.prediction_type == "epsilon" else actions
+        loss = F.mse_loss(predicted, target, reduction="none")  # (B, T, Da)
+        if config.do_mask_loss_for_padding:
+            loss = loss * ~batch[ACTION + PAD_SUFFIX].to(self.device).unsqueeze(-1)
+        return {"loss": loss.mean()}

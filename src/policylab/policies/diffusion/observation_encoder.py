@@ -1,0 +1,89 @@
+"""Diffusion Policy's observation encoder: per camera crop -> ResNet (group norm) -> spatial softmax keypoints.
+
+The global condition of the UNet is, for each of the To observation steps, [state, environment state,
+image features of every camera], flattened over steps: (B, To * per_step_dim).
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision.transforms.v2 as T  # noqa: N812
+from torch import Tensor, nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from policylab.constants import OBS_ENV_STATE, OBS_STATE
+from policylab.policies.backbones import group_norm_layer, resnet_trunk
+from policylab.policies.diffusion.configuration_diffusion import DiffusionConfig
+
+
+class SpatialSoftmax(nn.Module):
+    """Spatial soft-argmax (Finn et al. 2016; Levine et al. 2016): the expected image position of each
+    keypoint's attention map. (B, C, H, W) -> (B, K, 2) coordinates (x, y) in [-1, 1]."""
+
+    def __init__(self, channels: int, height: int, width: int, num_keypoints: int):
+        super().__init__()
+        self.keypoint_maps = nn.Conv2d(channels, num_keypoints, kernel_size=1)
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1))  # (H*W, 2)
+
+    def forward(self, features: Tensor) -> Tensor:
+        maps = self.keypoint_maps(features).flatten(2)  # (B, K, H*W)
+        return maps.softmax(dim=-1) @ self.grid  # (B, K, 2)
+
+
+class RgbEncoder(nn.Module):
+    """(B, 3, H, W) images in normalized units -> (B, 2K) features."""
+
+    def __init__(self, config: DiffusionConfig, image_shape: list[int]):
+        super().__init__()
+        norm_layer = group_norm_layer if config.use_group_norm else FrozenBatchNorm2d
+        weights = config.pretrained_backbone_weights
+        self.backbone, channels = resnet_trunk(config.vision_backbone, weights, norm_layer=norm_layer)
+        self.crop_train = self.crop_eval = None
+        height, width = image_shape[1:]
+        if config.crop_shape:
+            height, width = config.crop_shape
+            self.crop_eval = T.CenterCrop(config.crop_shape)
+            self.crop_train = T.RandomCrop(config.crop_shape) if config.crop_is_random else self.crop_eval
+        with torch.no_grad():  # the feature map's size for this input size
+            _, _, h, w = self.backbone(torch.zeros(1, 3, height, width)).shape
+        k = config.spatial_softmax_num_keypoints
+        self.pool = SpatialSoftmax(channels, h, w, k)
+        self.out = nn.Sequential(nn.Linear(2 * k, 2 * k), nn.ReLU())
+
+    def forward(self, images: Tensor) -> Tensor:
+        crop = self.crop_train if self.training else self.crop_eval
+        if crop is not None:
+            images = crop(images)  # one random offset for the whole batch in training
+        return self.out(self.pool(self.backbone(images)).flatten(1))
+
+
+class ObservationEncoder(nn.Module):
+    """Normalized observations, each (B, To, ...) -> global condition (B, To * per_step_dim)."""
+
+    def __init__(self, config: DiffusionConfig):
+        super().__init__()
+        shapes = config.input_shapes
+        self.vector_keys = [k for k in (OBS_STATE, OBS_ENV_STATE) if k in shapes]
+        self.image_keys = config.image_keys
+        if not self.vector_keys and not self.image_keys:
+            raise ValueError(
+                f"Diffusion Policy needs a state, environment state or image input, got {list(shapes)}"
+            )
+        self.separate = config.use_separate_rgb_encoder_per_camera
+        n_encoders = len(self.image_keys) if self.separate else min(1, len(self.image_keys))
+        self.rgb_encoders = nn.ModuleList(
+            [RgbEncoder(config, shapes[self.image_keys[i]]) for i in range(n_encoders)]
+        )
+        image_dim = 2 * config.spatial_softmax_num_keypoints * len(self.image_keys)
+        self.per_step_dim = sum(shapes[k][0] for k in self.vector_keys) + image_dim
+        self.output_dim = self.per_step_dim * config.n_obs_steps
+
+    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
+        batch_size, n_steps = inputs[(self.vector_keys or self.image_keys)[0]].shape[:2]
+        features = [inputs[k] for k in self.vector_keys]  # (B, To, D) each
+        for i, key in enumerate(self.image_keys):
+            encoder = self.rgb_encoders[i if self.separate else 0]
+            images = inputs[key].flatten(0, 1)  # (B * To, C, H, W)
+            features.append(encoder(images).unflatten(0, (batch_size, n_steps)))  # (B, To, 2K)
+        return torch.cat(features, dim=-1).flatten(1)  # (B, To * per_step_dim)

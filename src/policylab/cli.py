@@ -79,7 +79,13 @@ def _saved_run_config(args: list[str]) -> Path | None:
     if flags.get("resume", "false").lower() not in ("true", "1", "yes") or "output_dir" not in flags:
         return None
     saved = Path(flags["output_dir"]) / "train_config.json"
-    return saved if saved.is_file() else None
+    if not saved.is_file():
+        return None
+    try:
+        json.loads(saved.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"--resume=true: {saved} is not readable JSON ({error})") from None
+    return saved
 
 
 def _interrupt(signum, frame) -> None:

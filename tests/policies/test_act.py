@@ -1,10 +1,12 @@
 """ACT: shapes for every input combination, loss terms, acting (queue, temporal ensembling), checkpoints."""
 
+import dataclasses
 import math
 import urllib.error
 
 import pytest
 import torch
+import torchvision
 
 from policylab.datasets import LeRobotDataset
 from policylab.policies import ObservationError
@@ -78,16 +80,22 @@ def test_env_observations_uint8_hwc_give_the_same_actions_as_float_chw():
     torch.testing.assert_close(from_env, from_dataset)
 
 
-def test_l1_loss_ignores_padded_actions():
-    config = tiny_config(use_vae=False)
-    policy = ACTPolicy(config, dataset_stats=stats_for(config)).eval()
+@pytest.mark.parametrize("use_vae", [False, True])
+def test_loss_ignores_padded_actions(use_vae):
+    config = tiny_config(use_vae=use_vae, dropout=0.0)
+    policy = ACTPolicy(config, dataset_stats=stats_for(config))  # training mode: the CVAE encoder runs
+
+    def loss(batch):
+        torch.manual_seed(0)  # the same latent sample each time
+        return policy.forward(batch)["loss"]
+
     batch = random_batch(config)
     batch["action_is_pad"][:, 4:] = True
-    before = policy.forward(batch)["l1_loss"]
+    before = loss(batch)
     batch["action"][:, 4:] += 1000.0  # padded targets are clamped copies; their values must not matter
-    assert policy.forward(batch)["l1_loss"] == before
+    torch.testing.assert_close(loss(batch), before, rtol=0, atol=1e-6)  # L1, and the CVAE's key padding mask
     batch["action"][:, 3] += 1.0
-    assert policy.forward(batch)["l1_loss"] != before
+    assert not torch.allclose(loss(batch), before)
 
 
 def test_kl_term_is_zero_without_vae_and_positive_with_it():
@@ -138,7 +146,12 @@ def test_temporal_ensembling_runs_the_model_every_step():
     policy = ACTPolicy(config, dataset_stats=stats_for(config))
     obs = {key: torch.rand(2, *shape) for key, shape in config.input_shapes.items()}
     first = policy.predict_action_chunk(obs)[:, 0]
+    calls = []
+    policy.model.register_forward_hook(lambda *args: calls.append(1))
     torch.testing.assert_close(policy.select_action(obs), first)
+    for _ in range(4):
+        policy.select_action(obs)
+    assert len(calls) == 5
     with pytest.raises(ValueError, match="n_action_steps=1"):
         tiny_config(n_action_steps=2, temporal_ensemble_coeff=0.01)
 
@@ -151,6 +164,25 @@ def test_save_and_reload_give_identical_actions(tmp_path):
     loaded = ACTPolicy.from_pretrained(tmp_path / "act")
     assert loaded.config == config
     assert torch.equal(loaded.predict_action_chunk(obs), policy.predict_action_chunk(obs))
+
+
+def test_a_checkpoint_of_a_pretrained_backbone_loads_offline(tmp_path, monkeypatch):
+    config = tiny_config(INPUTS["image+state"])
+    policy = ACTPolicy(config, dataset_stats=stats_for(config))
+    policy.config = dataclasses.replace(config, pretrained_backbone=True)  # as trained from ImageNet weights
+    policy.save_pretrained(tmp_path / "act")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setattr(type(torchvision.models.ResNet18_Weights.IMAGENET1K_V1), "get_state_dict", offline)
+    loaded = ACTPolicy.from_pretrained(
+        tmp_path / "act"
+    )  # the checkpoint holds every weight: nothing to fetch
+    assert loaded.config.pretrained_backbone
+    obs = {key: torch.rand(1, *shape) for key, shape in config.input_shapes.items()}
+    assert torch.equal(loaded.predict_action_chunk(obs), policy.predict_action_chunk(obs))
+
+
+def offline(*args, **kwargs):
+    raise urllib.error.URLError("no network")
 
 
 def test_tutorial_field_names_construct():
@@ -182,15 +214,8 @@ def test_without_dataset_stats_the_first_forward_says_to_pass_them():
 
 
 def test_offline_pretrained_backbone_fails_with_where_to_put_the_file(tmp_path, monkeypatch):
-    import torchvision
-
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(type(weights), "get_state_dict", offline)
+    monkeypatch.setattr(type(torchvision.models.ResNet18_Weights.IMAGENET1K_V1), "get_state_dict", offline)
     with pytest.raises(
         BackboneWeightsError, match=f"{tmp_path}/hub/checkpoints/resnet18-.*pretrained_backbone=false"
     ):

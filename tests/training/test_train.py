@@ -28,9 +28,10 @@ def train_args(root: Path, output_dir: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def losses(output_dir: Path) -> dict[int, float]:
+def losses(output_dir: Path) -> list[tuple[int, float]]:
+    """(step, loss) in file order: a step logged twice (e.g. not truncated on resume) shows up twice."""
     records = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in records if "loss" in r}
+    return [(r["step"], r["loss"]) for r in records if "loss" in r]
 
 
 def test_train_writes_checkpoints_that_load_alone_bit_for_bit(recorded_pusht, tmp_path):
@@ -49,7 +50,7 @@ def test_train_writes_checkpoints_that_load_alone_bit_for_bit(recorded_pusht, tm
     assert {"state.json", "optimizer.safetensors", "rng.safetensors"} <= {
         p.name for p in (last / "training_state").iterdir()
     }
-    assert sorted(losses(out)) == [1, 2, 3, 4, 5, 6]
+    assert [step for step, _ in losses(out)] == [1, 2, 3, 4, 5, 6]
 
     policy = PreTrainedPolicy.from_pretrained(last / "pretrained_model")
     assert isinstance(policy, ACTPolicy) and policy.config.chunk_size == 5
@@ -79,7 +80,8 @@ def test_same_seed_same_loss_curve_and_kill_9_then_resume_reproduces_it(recorded
     assert 10 <= kept < 150
     resumed = run_policylab("train", f"--output_dir={killed}", "--resume=true")
     assert resumed.returncode == 0, resumed.stderr
-    assert losses(killed) == losses(straight)  # exactly: same data order, same noise, same optimizer state
+    # exactly: the weights, optimizer state, RNG and data order all round-trip through the checkpoint bit for bit
+    assert losses(killed) == losses(straight)
 
 
 def test_resume_and_output_dir_guards(recorded_pusht, tmp_path):
@@ -131,7 +133,7 @@ def test_bad_flags_fail_before_any_work_naming_the_flag(recorded_pusht, tmp_path
     kind = run_policylab(
         "train", "--policy.type=actt", f"--dataset.root={recorded_pusht}", "--training.steps=1"
     )
-    assert kind.returncode == 2 and "act" in kind.stderr
+    assert kind.returncode == 2 and "act" in kind.stderr.replace("actt", "") and "diffusion" in kind.stderr
     both = run_policylab(
         *train_args(recorded_pusht, tmp_path / "b", "--training.steps=3", "--training.num_epochs=1")
     )
@@ -169,7 +171,7 @@ def test_two_processes_with_torchrun_train_and_write_one_checkpoint(recorded_pus
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    curve = losses(out)
+    curve = dict(losses(out))
     assert curve[60] < curve[10]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["000060", "last"]
     assert json.loads((out / "train_config.json").read_text())["training"]["batch_size"] == 8

@@ -100,6 +100,11 @@ class PreTrainedConfig(draccus.ChoiceRegistry):
     def training_preset(self) -> TrainingPreset:
         raise NotImplementedError
 
+    def without_pretrained_weights(self) -> PreTrainedConfig:
+        """This config with no pretrained backbone to fetch: for building a model whose weights a
+        checkpoint is about to replace (loading must work offline)."""
+        return self
+
     # -- features ---------------------------------------------------------------------------------------
     @property
     def image_keys(self) -> list[str]:
@@ -281,7 +286,8 @@ class PreTrainedPolicy(nn.Module):
         policy_cls = cls.policy_class(config) if cls is PreTrainedPolicy else cls
         if policy_cls.config_class is not type(config):
             raise CheckpointError(f"{folder}: holds a '{config.type}' policy, not {policy_cls.__name__}")
-        policy = policy_cls(config)
+        policy = policy_cls(config.without_pretrained_weights())
+        policy.config = config
         policy.load_state_dict(read_weights(folder / WEIGHTS_NAME, policy))
         policy.to(device or "cpu")
         policy.eval()

@@ -41,6 +41,7 @@ class TrainingState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     ema: object | None = None  # diffusers.training_utils.EMAModel
+    scaler: torch.amp.GradScaler | None = None  # float16 mixed precision only
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
@@ -111,6 +112,7 @@ def _write_training_state(folder: Path, step: int, policy: PreTrainedPolicy, sta
         "optimizer_param_groups": optimizer["param_groups"],
         "scheduler": state.scheduler.state_dict(),
         "ema_optimization_step": None if state.ema is None else int(state.ema.optimization_step),
+        "grad_scaler": None if state.scaler is None else state.scaler.state_dict(),
         "python_rng": [python_state[0], list(python_state[1]), python_state[2]],
         "numpy_rng": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
     }
@@ -122,7 +124,24 @@ def load_checkpoint(checkpoint: Path, policy: PreTrainedPolicy, state: TrainingS
     Any unreadable or inconsistent file raises `CheckpointError` naming it."""
     folder = checkpoint / TRAINING_STATE
     info = _read_json(folder / "state.json")
+    try:
+        _restore(checkpoint, folder, info, policy, state)
+    except (KeyError, ValueError, TypeError, RuntimeError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"{folder}: does not fit this run ({type(error).__name__}: {error})") from error
+    return int(info["step"])
+
+
+def _restore(
+    checkpoint: Path, folder: Path, info: dict, policy: PreTrainedPolicy, state: TrainingState
+) -> None:
     averaged = read_weights(checkpoint / PRETRAINED / WEIGHTS_NAME, policy)
+    if (state.ema is None) != (info["ema_optimization_step"] is None):
+        raise CheckpointError(
+            f"{folder}: the run was trained {'with' if state.ema is None else 'without'} an EMA of the weights; "
+            "resume with the same --training.ema_decay"
+        )
     if state.ema is None:
         policy.load_state_dict(averaged)
     else:
@@ -132,18 +151,16 @@ def load_checkpoint(checkpoint: Path, policy: PreTrainedPolicy, state: TrainingS
         ]
         state.ema.optimization_step = info["ema_optimization_step"]
 
-    moments = _read_safetensors(folder / "optimizer.safetensors")
     optimizer_state: dict[int, dict] = {}
-    for key, value in moments.items():
+    for key, value in _read_safetensors(folder / "optimizer.safetensors").items():
         index, name = key.split(".", 1)
         optimizer_state.setdefault(int(index), {})[name] = value
-    try:
-        state.optimizer.load_state_dict(
-            {"state": optimizer_state, "param_groups": info["optimizer_param_groups"]}
-        )
-        state.scheduler.load_state_dict(info["scheduler"])
-    except (KeyError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{folder}: optimizer state does not fit this policy ({error})") from error
+    state.optimizer.load_state_dict(
+        {"state": optimizer_state, "param_groups": info["optimizer_param_groups"]}
+    )
+    state.scheduler.load_state_dict(info["scheduler"])
+    if state.scaler is not None and info.get("grad_scaler"):
+        state.scaler.load_state_dict(info["grad_scaler"])
 
     rng = _read_safetensors(folder / "rng.safetensors")
     torch.set_rng_state(rng["torch"])
@@ -154,7 +171,6 @@ def load_checkpoint(checkpoint: Path, policy: PreTrainedPolicy, state: TrainingS
     random.setstate((version, tuple(keys), gauss))
     kind, key, pos, has_gauss, cached = info["numpy_rng"]
     np.random.set_state((kind, np.array(key, dtype=np.uint32), pos, has_gauss, cached))
-    return int(info["step"])
 
 
 def _read_json(path: Path) -> dict:

@@ -70,13 +70,15 @@ class Distributed:
         return self.rank == 0
 
 
-def init_distributed() -> Distributed:
+def init_distributed(device: torch.device) -> Distributed:
     """Join the process group torchrun set up (WORLD_SIZE > 1), or run alone."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Distributed()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return Distributed(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
 
 
@@ -112,20 +114,39 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError(
             "give --dataset.repo_id=NAME (a recorded or downloaded dataset) or --dataset.root=DIR"
         )
+
+    def at_least(value, low) -> bool:
+        return value is None or value >= low
+
     problems = {
-        "--training.steps": t.steps is None or t.steps >= 1,
-        "--training.num_epochs": t.num_epochs is None or t.num_epochs >= 1,
-        "--training.batch_size": t.batch_size >= 1,
-        "--training.log_freq": t.log_freq >= 1,
-        "--training.save_freq": t.save_freq >= 1,
-        "--training.eval_freq": t.eval_freq >= 0,
-        "--training.grad_clip_norm": t.grad_clip_norm >= 0,
-        "--training.num_workers": t.num_workers is None or t.num_workers >= 0,
-        "--training.lr": t.lr is None or t.lr > 0,
+        "--training.steps": (at_least(t.steps, 1), "at least 1"),
+        "--training.num_epochs": (at_least(t.num_epochs, 1), "at least 1"),
+        "--training.batch_size": (t.batch_size >= 1, "at least 1"),
+        "--training.log_freq": (t.log_freq >= 1, "at least 1"),
+        "--training.save_freq": (t.save_freq >= 1, "at least 1"),
+        "--training.eval_freq": (t.eval_freq >= 0, "0 (never) or more"),
+        "--training.eval_episodes": (t.eval_episodes >= 1, "at least 1"),
+        "--training.grad_clip_norm": (t.grad_clip_norm >= 0, "0 (no clipping) or more"),
+        "--training.num_workers": (at_least(t.num_workers, 0), "0 or more"),
+        "--training.warmup_steps": (at_least(t.warmup_steps, 0), "0 or more"),
+        "--training.weight_decay": (at_least(t.weight_decay, 0), "0 or more"),
+        "--training.lr": (t.lr is None or t.lr > 0, "positive"),
+        "--training.lr_backbone": (at_least(t.lr_backbone, 0), "0 (frozen) or more"),
+        "--training.ema_decay": (t.ema_decay is None or 0 <= t.ema_decay < 1, "in [0, 1) (0: no EMA)"),
+        "--training.max_minutes": (t.max_minutes is None or t.max_minutes > 0, "positive"),
     }
-    for flag, ok in problems.items():
+    for flag, (ok, expected) in problems.items():
         if not ok:
-            raise ConfigError(f"{flag}: must be {'at least 1' if flag != '--training.lr' else 'positive'}")
+            raise ConfigError(f"{flag}: must be {expected}")
+    if t.amp and not torch.cuda.is_available():
+        raise ConfigError("--training.amp=true: mixed precision needs a CUDA device, and none is available")
+    if t.log == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "--training.log=tensorboard needs the tensorboard package: pip install tensorboard"
+            ) from None
     if t.scheduler is not None and t.scheduler not in SCHEDULERS:
         raise ConfigError(f"--training.scheduler={t.scheduler}: expected one of {', '.join(SCHEDULERS)}")
     if t.log not in LOGGERS:
@@ -181,7 +202,7 @@ def prepare_output_dir(config: TrainConfig, output_dir: Path, saved_path: Path) 
     """The checkpoint to resume from (None for a new run); refuses to mix two runs in one folder."""
     checkpoint = last_checkpoint(output_dir)
     if not config.resume:
-        if saved_path.exists() or checkpoint is not None:
+        if checkpoint is not None:  # a run that never saved a checkpoint has nothing to lose: start again
             raise ConfigError(
                 f"--output_dir={output_dir} already holds a training run; continue it with --resume=true, "
                 "or choose a new --output_dir"
@@ -191,8 +212,9 @@ def prepare_output_dir(config: TrainConfig, output_dir: Path, saved_path: Path) 
         missing = "checkpoints/last" if checkpoint is None else TRAIN_CONFIG
         raise ConfigError(f"--resume=true: {output_dir} has no {missing} to resume from")
     saved = json.loads(saved_path.read_text())
+    current_config = json.loads(json.dumps(_config_dict(config)))  # tuples as lists, as in the saved file
     for part in ("policy", "dataset"):
-        current = _config_dict(config)[part]
+        current = current_config[part]
         changed = sorted(k for k in {*current, *saved[part]} if current.get(k) != saved[part].get(k))
         if changed:
             raise ConfigError(
@@ -225,8 +247,8 @@ def train(config: TrainConfig, evaluate: Evaluate | None = None) -> Path:
     EMA is on) and its result is logged.
     """
     check_config(config)
-    ddp = init_distributed()
-    device = select_device(config.device, ddp.local_rank)
+    device = select_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
+    ddp = init_distributed(device)
     output_dir = Path(config.output_dir or config.default_output_dir())
 
     meta = LeRobotDatasetMetadata(resolve_dataset_root(config.dataset.repo_id, config.dataset.root))
@@ -234,6 +256,8 @@ def train(config: TrainConfig, evaluate: Evaluate | None = None) -> Path:
     config = dataclasses.replace(config, policy=policy_config, output_dir=str(output_dir))
     saved_path = output_dir / TRAIN_CONFIG
     checkpoint = prepare_output_dir(config, output_dir, saved_path)
+    if ddp.world_size > 1:  # every process has checked the folder before rank 0 writes into it
+        dist.barrier()
 
     seed_everything(config.seed)
     dataset = LeRobotDataset(
@@ -282,6 +306,7 @@ class TrainingLoop:
         self.config, self.hyper, self.policy, self.model, self.state = config, hyper, policy, model, state
         self.device, self.output_dir, self.ddp, self.evaluate = device, output_dir, ddp, evaluate
         self.autocast, self.scaler = _autocast(device, config.training.amp)
+        state.scaler = self.scaler
 
     def run(self, loader, start_step: int, per_epoch: int) -> None:
         t, total = self.config.training, self.hyper.steps
@@ -317,7 +342,7 @@ class TrainingLoop:
                         refresh=False,
                     )
                 progress.update()
-                out_of_time = deadline is not None and time.monotonic() > deadline
+                out_of_time = deadline is not None and self.agree(time.monotonic() > deadline)
                 if step % t.save_freq == 0 or step == total or out_of_time:
                     self.save(step)
                 if t.eval_freq and self.evaluate and step % t.eval_freq == 0:
@@ -353,7 +378,9 @@ class TrainingLoop:
             loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), t.grad_clip_norm or math.inf)
         loss_value, grad_norm_value = loss.item(), grad_norm.item()
-        if self.scaler is None and not (math.isfinite(loss_value) and math.isfinite(grad_norm_value)):
+        # with float16 loss scaling, infinite gradients are expected now and then (the scaler skips those steps)
+        finite_gradients = self.scaler is not None or math.isfinite(grad_norm_value)
+        if not (math.isfinite(loss_value) and finite_gradients):
             raise TrainingError(
                 f"step {step + 1}: the loss is {loss_value} and the gradient norm {grad_norm_value}; training "
                 f"stopped and the last good checkpoint in {self.output_dir / 'checkpoints'} is kept. Try a "
@@ -374,7 +401,20 @@ class TrainingLoop:
         }
         return {"loss": loss_value, **metrics, "grad_norm": grad_norm_value}
 
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's value of `flag` on every process (so all stop at the same step)."""
+        if self.ddp.world_size == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.broadcast(value, src=0)
+        return bool(value.item())
+
     def save(self, step: int, wait_for_others: bool = True) -> None:
+        if not all(torch.isfinite(p).all() for p in self.policy.parameters()):
+            raise TrainingError(
+                f"step {step}: the weights are no longer finite; training stopped and the last good checkpoint "
+                f"in {self.output_dir / 'checkpoints'} is kept. Try a lower --training.lr."
+            )
         if self.ddp.is_main:
             with deferred_interrupts():
                 save_checkpoint(self.output_dir, step, self.policy, self.state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from policylab.policies.backbones import RESNETS
@@ -88,12 +89,17 @@ class ACTConfig(PreTrainedConfig):
             raise ValueError(
                 f"feedforward_activation '{self.feedforward_activation}' is not one of {', '.join(ACTIVATIONS)}"
             )
-        if self.dim_model % self.n_heads:
-            raise ValueError(f"dim_model={self.dim_model} must be divisible by n_heads={self.n_heads}")
+        if self.dim_model % self.n_heads or self.dim_model % 2:
+            raise ValueError(
+                f"dim_model={self.dim_model} must be even and divisible by n_heads={self.n_heads}"
+            )
 
     @property
     def action_delta_indices(self) -> list[int]:
         return list(range(self.chunk_size))
+
+    def without_pretrained_weights(self) -> ACTConfig:
+        return dataclasses.replace(self, pretrained_backbone=False)
 
     def training_preset(self) -> TrainingPreset:
         return TrainingPreset(lr=1e-5, lr_backbone=1e-5, weight_decay=1e-4)

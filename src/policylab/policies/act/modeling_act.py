@@ -23,7 +23,12 @@ from torch import Tensor, nn
 from policylab.constants import ACTION, OBS_ENV_STATE, OBS_STATE, PAD_SUFFIX
 from policylab.policies.act.configuration_act import ACTConfig
 from policylab.policies.backbones import resnet_trunk
-from policylab.policies.pretrained import PreTrainedPolicy, check_window, standardize_observation
+from policylab.policies.pretrained import (
+    ObservationError,
+    PreTrainedPolicy,
+    check_window,
+    standardize_observation,
+)
 
 
 class ACTPolicy(PreTrainedPolicy):
@@ -79,7 +84,8 @@ class ACTPolicy(PreTrainedPolicy):
 
     @torch.no_grad()
     def predict_action_chunk(self, observation: dict[str, Tensor]) -> Tensor:
-        """The whole chunk the model predicts for this observation: (B, chunk_size, Da) in dataset units."""
+        """The whole chunk the model predicts for this observation: (B, chunk_size, Da) in dataset units.
+        Switches the policy to eval mode (as LeRobot does): call `policy.train()` before training again."""
         self.eval()
         actions, _ = self.model(self._inputs(observation))
         return self.unnormalize_outputs({ACTION: actions})[ACTION]
@@ -104,12 +110,13 @@ class ACTPolicy(PreTrainedPolicy):
         config = self.config
         check_window(batch, ACTION, config.chunk_size, config.action_delta_indices)
         inputs = self._inputs(batch)
-        target = self.normalize_targets({ACTION: batch[ACTION].to(self.device)})[ACTION]  # (B, k, Da)
-        if target.shape[2:] != (config.action_dim,):
-            raise ValueError(
-                f"batch['{ACTION}'] has shape {tuple(target.shape)}, expected (B, {config.chunk_size}, {config.action_dim})"
+        if batch[ACTION].shape[2:] != (config.action_dim,):
+            raise ObservationError(
+                f"batch['{ACTION}'] has shape {tuple(batch[ACTION].shape)}, expected (B, {config.chunk_size}, "
+                f"{config.action_dim})"
             )
-        is_pad = batch[ACTION + PAD_SUFFIX].to(self.device)  # (B, k)
+        target = self.normalize_targets({ACTION: batch[ACTION].to(self.device)})[ACTION]  # (B, k, Da)
+        is_pad = batch[ACTION + PAD_SUFFIX].to(self.device).bool()  # (B, k)
         predicted, (mu, log_sigma_x2) = self.model(inputs, target, is_pad)
 
         l1_loss = ((predicted - target).abs() * ~is_pad.unsqueeze(-1)).mean()
@@ -242,16 +249,14 @@ class ACT(nn.Module):
             tokens.append(self.encoder_env_state_input_proj(inputs[OBS_ENV_STATE]))
         tokens = [torch.stack(tokens, dim=1)]  # (B, n_1d, D)
         positions = [self.encoder_1d_feature_pos_embed.weight.unsqueeze(0)]  # (1, n_1d, D)
-        if self.image_keys:
-            images = torch.cat([inputs[key] for key in self.image_keys])  # (n_cam * B, C, H, W)
-            features = self.backbone(images)  # (n_cam * B, C', h, w)
-            position = self.encoder_cam_feat_pos_embed(features).flatten(2).transpose(1, 2)  # (1, h*w, D)
-            features = (
+        for key in self.image_keys:  # one camera at a time: cameras may differ in size
+            features = self.backbone(inputs[key])  # (B, C', h, w)
+            positions.append(
+                self.encoder_cam_feat_pos_embed(features).flatten(2).transpose(1, 2)
+            )  # (1, h*w, D)
+            tokens.append(
                 self.encoder_img_feat_input_proj(features).flatten(2).transpose(1, 2)
-            )  # (n_cam*B, h*w, D)
-            for camera in features.split(batch_size):
-                tokens.append(camera)
-                positions.append(position)
+            )  # (B, h*w, D)
         tokens, positions = torch.cat(tokens, dim=1), torch.cat(positions, dim=1)  # (B, S, D), (1, S, D)
 
         memory = self.encoder(tokens, positions)

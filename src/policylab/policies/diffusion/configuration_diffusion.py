@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from policylab.constants import OBS_IMAGE
@@ -135,6 +136,9 @@ class DiffusionConfig(PreTrainedConfig):
     @property
     def inference_steps(self) -> int:
         return self.num_inference_steps or self.num_train_timesteps
+
+    def without_pretrained_weights(self) -> DiffusionConfig:
+        return dataclasses.replace(self, pretrained_backbone_weights=None)
 
     def training_preset(self) -> TrainingPreset:
         return TrainingPreset(

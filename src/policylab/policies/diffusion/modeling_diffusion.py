@@ -93,7 +93,8 @@ class DiffusionPolicy(PreTrainedPolicy):
     def predict_action_chunk(
         self, observation: dict[str, Tensor], generator: torch.Generator | None = None
     ) -> Tensor:
-        """The sampled horizon, (B, horizon, Da) in dataset units; index n_obs_steps - 1 is the current step."""
+        """The sampled horizon, (B, horizon, Da) in dataset units; index n_obs_steps - 1 is the current step.
+        Switches the policy to eval mode (as LeRobot does): call `policy.train()` before training again."""
         self.eval()
         inputs = self.normalize_inputs(self._history(observation))
         actions = self.sample(self.observation_encoder(inputs), generator)

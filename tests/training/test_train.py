@@ -211,3 +211,40 @@ def test_seed_style_python_loop(recorded_pusht, tmp_path):
     reloaded.load_state_dict(torch.load(tmp_path / "policy.pt"))
     obs = dataset.gather(torch.arange(3).numpy())
     assert torch.equal(reloaded.predict_action_chunk(obs), policy.predict_action_chunk(obs))
+
+
+TINY_DIFFUSION_FLAGS = [
+    "--policy.type=diffusion",
+    "--policy.down_dims=[16,32]",
+    "--policy.diffusion_step_embed_dim=16",
+    "--policy.n_groups=4",
+    "--policy.num_train_timesteps=20",
+]
+
+
+def test_diffusion_trains_with_ema_and_a_resume_from_an_earlier_checkpoint_is_exact(recorded_pusht, tmp_path):
+    out = tmp_path / "dp"
+    args = ["train", *TINY_DIFFUSION_FLAGS, KEYPOINT_INPUTS, f"--dataset.root={recorded_pusht}", f"--output_dir={out}",
+            "--training.batch_size=8", "--training.steps=6", "--training.save_freq=3", "--training.log_freq=1",
+            "--training.warmup_steps=0", "--training.ema_decay=0.5"]  # fmt: skip
+    result = run_policylab(*args)
+    assert result.returncode == 0, result.stderr
+    straight = losses(out)
+    last = out / "checkpoints/last"
+    averaged = load_file(str(last / "pretrained_model/model.safetensors"))
+    raw = load_file(str(last / "training_state/model.safetensors"))
+    assert not torch.equal(
+        averaged["unet.final_conv.1.weight"], raw["unet.final_conv.1.weight"]
+    )  # EMA is saved
+    policy = PreTrainedPolicy.from_pretrained(last)
+    assert type(policy).__name__ == "DiffusionPolicy"
+
+    # as if the run had been killed right after its step-3 checkpoint
+    shutil.rmtree(out / "checkpoints/000006")
+    (out / "checkpoints/last").unlink()
+    (out / "checkpoints/last").symlink_to("000003")
+    resumed = run_policylab("train", f"--output_dir={out}", "--resume=true")
+    assert resumed.returncode == 0, resumed.stderr
+    assert losses(out) == straight
+    assert torch.equal(load_file(str(last / "pretrained_model/model.safetensors"))["unet.final_conv.1.weight"],
+                       averaged["unet.final_conv.1.weight"])  # fmt: skip

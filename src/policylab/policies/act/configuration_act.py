@@ -21,7 +21,9 @@ class ACTConfig(PreTrainedConfig):
     n_action_steps: actions executed from a chunk before the model runs again (<= chunk_size; 1 with
         temporal ensembling).
     vision_backbone: torchvision ResNet for camera inputs: resnet18, resnet34 or resnet50.
-    pretrained_backbone: start the backbone from ImageNet weights (from the torch hub cache).
+    pretrained_backbone: start the backbone from torchvision's ImageNet weights (read from the torch hub cache,
+        or downloaded there). LeRobot does so by default; policylab does not, so that training works the same
+        offline and on any machine: pass true to use them.
     replace_final_stride_with_dilation: dilate the last ResNet stage instead of striding (2x more tokens).
     pre_norm: layer norm before attention and feed-forward blocks (post-norm otherwise, as in the paper).
     dim_model: transformer width.
@@ -45,7 +47,7 @@ class ACTConfig(PreTrainedConfig):
     chunk_size: int = 100
     n_action_steps: int = 100
     vision_backbone: str = "resnet18"
-    pretrained_backbone: bool = True
+    pretrained_backbone: bool = False
     replace_final_stride_with_dilation: bool = False
     pre_norm: bool = False
     dim_model: int = 512

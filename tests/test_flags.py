@@ -40,7 +40,8 @@ def test_help_lists_every_flag_with_default():
     for flag in list_flags(RecordConfig()):
         assert f"--{flag.name}=" in text
     for flag in [
-        "--dataset.root=data/pusht",
+        "--dataset.repo_id=pusht",
+        "--dataset.root=None",
         "--dataset.num_episodes=50",
         "--seed=0",
         "--env.type=pusht",

@@ -41,19 +41,24 @@ class Flag:
 
 
 def _field_docs(cls: type) -> dict[str, str]:
-    """'name: description' entries of a dataclass docstring (continuation lines indented further)."""
-    docs, current = {}, None
-    for line in (cls.__doc__ or "").splitlines():
-        match = re.match(r"^\s*([a-z_][\w, ]*):\s+(.*)$", line)
-        if match:
-            current = [name.strip() for name in match.group(1).split(",")]
-            for name in current:
-                docs[name] = match.group(2).strip()
-        elif current and line.strip():
-            for name in current:
-                docs[name] += " " + line.strip()
-        else:
-            current = None
+    """'name: description' entries of the docstrings of a dataclass and its bases; a description continues on
+    the lines indented deeper than its name."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        current, indent = None, None
+        for line in (klass.__doc__ or "").splitlines():
+            depth = len(line) - len(line.lstrip())
+            match = re.match(r"^\s*([a-z_][\w, ]*):\s+(.*)$", line)
+            if match and (indent is None or depth <= indent):
+                indent = depth
+                current = [name.strip() for name in match.group(1).split(",")]
+                for name in current:
+                    docs[name] = match.group(2).strip()
+            elif current and line.strip() and depth > indent:
+                for name in current:
+                    docs[name] += " " + line.strip()
+            else:
+                current = None
     return docs
 
 

@@ -302,3 +302,13 @@ def test_unwritable_dataset_folder_caches_frames_in_data_home(tmp_path, monkeypa
     expected = episodes[0]["observation.image"][0].transpose(2, 0, 1) / 255.0
     assert np.abs(ds[0]["observation.image"].numpy() - expected).mean() < 3 / 255
     assert len(list((tmp_path / "home/.frame_cache").glob("*-observation.image.npy"))) == 1
+
+
+def test_frame_positions_leave_out_the_last_frames_of_each_episode(synthetic_dataset):
+    root, episodes = synthetic_dataset
+    ds = LeRobotDataset(root=root)
+    lengths = [len(e["action"]) for e in episodes]
+    positions = ds.frame_positions(drop_last=3)
+    assert len(positions) == sum(max(0, n - 3) for n in lengths)
+    assert positions[0] == 0 and lengths[0] - 4 in positions and lengths[0] - 3 not in positions
+    assert len(ds.frame_positions()) == len(ds)

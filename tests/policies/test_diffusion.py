@@ -208,3 +208,49 @@ def test_tiny_diffusion_overfits_recorded_windows(recorded_pusht):
         optimizer.zero_grad()
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert last < first / 5, (first, last)
+
+
+def test_a_window_given_after_reset_becomes_the_history():
+    config = tiny_config(n_obs_steps=2)
+    policy = DiffusionPolicy(config, dataset_stats=stats_for(config))
+    window = observation(config, 1, steps=2)
+    policy.select_action(window)
+    for key, queue in policy._observations.items():
+        assert torch.equal(torch.stack(list(queue), dim=1), window[key])
+
+
+def test_masked_loss_is_the_mean_over_real_actions():
+    config = tiny_config(do_mask_loss_for_padding=True)
+    policy = DiffusionPolicy(config, dataset_stats=stats_for(config))
+    batch = observation(config, 2, steps=2)
+    batch["action"] = torch.rand(2, 16, 2)
+    batch["action_is_pad"] = torch.zeros(2, 16, dtype=torch.bool)
+    for key in config.input_shapes:
+        batch[key + "_is_pad"] = torch.zeros(2, 2, dtype=torch.bool)
+
+    def loss(mask: bool):
+        policy.config.do_mask_loss_for_padding = mask
+        torch.manual_seed(0)
+        return policy.forward(batch)["loss"]
+
+    torch.testing.assert_close(loss(True), loss(False))  # nothing padded: the plain mean
+    batch["action_is_pad"][:, 8:] = True
+    assert not torch.allclose(loss(True), loss(False))
+    assert config.drop_n_last_frames == 16 - 8 - 2 + 1  # LeRobot's default
+
+
+def test_offline_pretrained_weights_name_the_diffusion_flag(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(type(torchvision.models.ResNet18_Weights.IMAGENET1K_V1), "get_state_dict", offline)
+    config = tiny_config(
+        (IMAGE, STATE), pretrained_backbone_weights="ResNet18_Weights.IMAGENET1K_V1", use_group_norm=False
+    )
+    with pytest.raises(Exception, match="pretrained_backbone_weights=null"):
+        DiffusionPolicy(config)

@@ -178,6 +178,11 @@ class LeRobotDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.num_frames
 
+    def frame_positions(self, drop_last: int = 0) -> np.ndarray:
+        """Positions 0..len-1 of the frames, without the last `drop_last` frames of each episode."""
+        positions = np.arange(len(self))
+        return positions[positions < self._episode_end - drop_last]
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         batch = self.gather(np.array([index]))
         return {key: value[0] for key, value in batch.items()}

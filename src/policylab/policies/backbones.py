@@ -29,15 +29,17 @@ def resnet_trunk(
     weights: str | None,
     norm_layer: Callable[[int], nn.Module] = FrozenBatchNorm2d,
     replace_final_stride_with_dilation: bool = False,
+    without_weights_flag: str = "--policy.pretrained_backbone=false",
 ) -> tuple[nn.Sequential, int]:
     """A ResNet without avgpool and fc: (B, 3, H, W) -> (B, C_out, H/32, W/32). Returns it and C_out.
 
     weights: None (random initialization) or a torchvision weights name for this ResNet, e.g.
         "IMAGENET1K_V1" or "ResNet18_Weights.IMAGENET1K_V1".
+    without_weights_flag: the flag that trains from scratch instead, named when the weights are unavailable.
     """
     if name not in RESNETS:
         raise ValueError(f"vision_backbone '{name}' is not one of {', '.join(RESNETS)}")
-    weights = _pretrained_weights(name, weights) if weights is not None else None
+    weights = _pretrained_weights(name, weights, without_weights_flag) if weights is not None else None
     model = getattr(torchvision.models, name)(
         weights=weights,
         norm_layer=norm_layer,
@@ -47,7 +49,7 @@ def resnet_trunk(
     return trunk, model.fc.in_features
 
 
-def _pretrained_weights(name: str, weights_name: str):
+def _pretrained_weights(name: str, weights_name: str, without_weights_flag: str):
     enum = torchvision.models.get_model_weights(name)
     member = weights_name.split(".")[-1]
     if member not in enum.__members__ or weights_name.split(".")[0] not in (enum.__name__, member):
@@ -65,7 +67,7 @@ def _pretrained_weights(name: str, weights_name: str):
         raise BackboneWeightsError(
             f"ImageNet weights for {name} are not in the torch hub cache and could not be downloaded "
             f"({type(error).__name__}). Put {weights.url} at {cached}, or train from scratch with "
-            "--policy.pretrained_backbone=false"
+            f"{without_weights_flag}"
         ) from None
     return weights
 

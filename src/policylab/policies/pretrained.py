@@ -9,6 +9,7 @@ and a `PreTrainedPolicy` subclass that names that config in `config_class`. A ch
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -99,6 +100,11 @@ class PreTrainedConfig(draccus.ChoiceRegistry):
 
     def training_preset(self) -> TrainingPreset:
         raise NotImplementedError
+
+    @property
+    def frames_dropped_at_episode_end(self) -> int:
+        """Frames at the end of each episode that training windows do not start from (0: none)."""
+        return 0
 
     def without_pretrained_weights(self) -> PreTrainedConfig:
         """This config with no pretrained backbone to fetch: for building a model whose weights a
@@ -255,6 +261,16 @@ class PreTrainedPolicy(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Eval mode for the block (no dropout, no CVAE, centre crops), then the previous mode again."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
 
     def optim_param_groups(self, lr: float, lr_backbone: float | None) -> list[dict]:
         """Parameter groups for the optimizer; policies with a vision backbone may train it at `lr_backbone`."""

@@ -112,6 +112,7 @@ def _write_training_state(folder: Path, step: int, policy: PreTrainedPolicy, sta
         "optimizer_param_groups": optimizer["param_groups"],
         "scheduler": state.scheduler.state_dict(),
         "ema_optimization_step": None if state.ema is None else int(state.ema.optimization_step),
+        "ema_decay": None if state.ema is None else state.ema.decay,
         "grad_scaler": None if state.scaler is None else state.scaler.state_dict(),
         "python_rng": [python_state[0], list(python_state[1]), python_state[2]],
         "numpy_rng": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
@@ -137,10 +138,10 @@ def _restore(
     checkpoint: Path, folder: Path, info: dict, policy: PreTrainedPolicy, state: TrainingState
 ) -> None:
     averaged = read_weights(checkpoint / PRETRAINED / WEIGHTS_NAME, policy)
-    if (state.ema is None) != (info["ema_optimization_step"] is None):
+    saved_decay, decay = info.get("ema_decay"), None if state.ema is None else state.ema.decay
+    if (state.ema is None) != (info["ema_optimization_step"] is None) or saved_decay != decay:
         raise CheckpointError(
-            f"{folder}: the run was trained {'with' if state.ema is None else 'without'} an EMA of the weights; "
-            "resume with the same --training.ema_decay"
+            f"{folder}: the run was trained with --training.ema_decay={saved_decay or 0}; resume with the same"
         )
     if state.ema is None:
         policy.load_state_dict(averaged)

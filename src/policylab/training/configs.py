@@ -31,7 +31,8 @@ class TrainingConfig:
     """How to optimize. Unset optimizer fields take the policy's preset (shown in train_config.json).
 
     steps: optimizer steps to run; or give num_epochs.
-    num_epochs: passes over the dataset (steps = num_epochs x frames // (batch_size x processes)).
+    num_epochs: passes over the dataset (steps = num_epochs x frames // (batch_size x processes); Diffusion
+        leaves out the last drop_n_last_frames frames of each episode).
     batch_size: samples per step and process.
     lr: learning rate (preset: ACT 1e-5, Diffusion 1e-4).
     lr_backbone: learning rate of the vision backbone (preset: ACT 1e-5; others train it at lr).

@@ -20,24 +20,29 @@ def steps_per_epoch(num_frames: int, batch_size: int, world_size: int = 1) -> in
 
 
 class StepBatchSampler:
-    """Yields the frame indices of each step's batch for this process, from `start_step` on, forever."""
+    """Yields the frame indices of each step's batch for this process, from `start_step` on, forever.
+
+    positions: the frames training windows start from (e.g. all but the last few of each episode).
+    """
 
     def __init__(
         self,
-        num_frames: int,
+        positions: np.ndarray,
         batch_size: int,
         seed: int,
         start_step: int = 0,
         rank: int = 0,
         world_size: int = 1,
     ):
-        self.num_frames, self.batch_size, self.seed = num_frames, batch_size, seed
+        if len(positions) == 0:
+            raise ValueError("no frames to train on")
+        self.positions, self.batch_size, self.seed = np.asarray(positions), batch_size, seed
         self.start_step, self.rank, self.world_size = start_step, rank, world_size
-        self.per_epoch = steps_per_epoch(num_frames, batch_size, world_size)
+        self.per_epoch = steps_per_epoch(len(positions), batch_size, world_size)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        order = torch.randperm(self.num_frames, generator=generator).numpy()
+        order = self.positions[torch.randperm(len(self.positions), generator=generator).numpy()]
         needed = self.per_epoch * self.batch_size * self.world_size
         return np.resize(order, needed) if needed > len(order) else order  # tiny datasets repeat frames
 

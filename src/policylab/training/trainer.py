@@ -265,7 +265,13 @@ def train(config: TrainConfig, evaluate: Evaluate | None = None) -> Path:
         episodes=config.dataset.episodes,
         delta_timestamps=policy_config.delta_timestamps(meta.fps),
     )
-    hyper = resolve_hyperparameters(config, policy_config, len(dataset), ddp.world_size)
+    positions = dataset.frame_positions(drop_last=policy_config.frames_dropped_at_episode_end)
+    if len(positions) == 0:
+        raise ConfigError(
+            f"every episode is shorter than the {policy_config.frames_dropped_at_episode_end} frames dropped at "
+            "its end (--policy.drop_n_last_frames): nothing to train on"
+        )
+    hyper = resolve_hyperparameters(config, policy_config, len(positions), ddp.world_size)
     policy = PreTrainedPolicy.policy_class(policy_config)(policy_config, dataset_stats=meta.stats).to(device)
     state = make_training_state(policy, hyper, device)
     start_step = 0 if checkpoint is None else load_checkpoint(checkpoint, policy, state)
@@ -287,7 +293,7 @@ def train(config: TrainConfig, evaluate: Evaluate | None = None) -> Path:
     if num_workers is None:
         num_workers = 4 if device.type == "cuda" else 0
     sampler = StepBatchSampler(
-        len(dataset), config.training.batch_size, config.seed, start_step, ddp.rank, ddp.world_size
+        positions, config.training.batch_size, config.seed, start_step, ddp.rank, ddp.world_size
     )
     loader = make_dataloader(dataset, sampler, num_workers, pin_memory=device.type == "cuda")
     loop = TrainingLoop(config, hyper, policy, model, state, device, output_dir, ddp, evaluate)

@@ -84,10 +84,10 @@ class ACTPolicy(PreTrainedPolicy):
 
     @torch.no_grad()
     def predict_action_chunk(self, observation: dict[str, Tensor]) -> Tensor:
-        """The whole chunk the model predicts for this observation: (B, chunk_size, Da) in dataset units.
-        Switches the policy to eval mode (as LeRobot does): call `policy.train()` before training again."""
-        self.eval()
-        actions, _ = self.model(self._inputs(observation))
+        """The whole chunk the model predicts for this observation: (B, chunk_size, Da) in dataset units
+        (computed in eval mode; the policy's mode is left as it was)."""
+        with self.evaluating():
+            actions, _ = self.model(self._inputs(observation))
         return self.unnormalize_outputs({ACTION: actions})[ACTION]
 
     @torch.no_grad()

@@ -46,6 +46,8 @@ class DiffusionConfig(PreTrainedConfig):
     clip_sample_range: see clip_sample.
     num_inference_steps: denoising steps when sampling (default num_train_timesteps; e.g. 10 with DDIM).
     do_mask_loss_for_padding: leave actions past the episode's end out of the loss.
+    drop_n_last_frames: frames at the end of each episode that training does not start windows from (their
+        windows would be mostly padding). Default: horizon - n_action_steps - n_obs_steps + 1, as LeRobot.
     """
 
     n_obs_steps: int = 2
@@ -73,9 +75,12 @@ class DiffusionConfig(PreTrainedConfig):
     clip_sample_range: float = 1.0
     num_inference_steps: int | None = None
     do_mask_loss_for_padding: bool = False
+    drop_n_last_frames: int | None = None
 
     def __post_init__(self):
         super().__post_init__()
+        if self.drop_n_last_frames is None:
+            self.drop_n_last_frames = self.horizon - self.n_action_steps - self.n_obs_steps + 1
         self.down_dims = list(self.down_dims)
         self.crop_shape = list(self.crop_shape) if self.crop_shape else None
         choices = {
@@ -114,6 +119,11 @@ class DiffusionConfig(PreTrainedConfig):
             )
         if self.crop_shape is not None and len(self.crop_shape) != 2:
             raise ValueError(f"crop_shape={self.crop_shape}: expected [height, width]")
+        sizes = {tuple(self.input_shapes[key]) for key in self.image_keys}
+        if len(sizes) > 1 and not self.use_separate_rgb_encoder_per_camera:
+            raise ValueError(
+                f"cameras of different sizes {sorted(sizes)} need use_separate_rgb_encoder_per_camera=true"
+            )
         for key in self.image_keys:
             if self.crop_shape and any(
                 c > s for c, s in zip(self.crop_shape, self.input_shapes[key][1:], strict=True)
@@ -132,6 +142,10 @@ class DiffusionConfig(PreTrainedConfig):
     @property
     def action_delta_indices(self) -> list[int]:
         return list(range(1 - self.n_obs_steps, 1 - self.n_obs_steps + self.horizon))
+
+    @property
+    def frames_dropped_at_episode_end(self) -> int:
+        return self.drop_n_last_frames
 
     @property
     def inference_steps(self) -> int:

@@ -93,11 +93,11 @@ class DiffusionPolicy(PreTrainedPolicy):
     def predict_action_chunk(
         self, observation: dict[str, Tensor], generator: torch.Generator | None = None
     ) -> Tensor:
-        """The sampled horizon, (B, horizon, Da) in dataset units; index n_obs_steps - 1 is the current step.
-        Switches the policy to eval mode (as LeRobot does): call `policy.train()` before training again."""
-        self.eval()
-        inputs = self.normalize_inputs(self._history(observation))
-        actions = self.sample(self.observation_encoder(inputs), generator)
+        """The sampled horizon, (B, horizon, Da) in dataset units; index n_obs_steps - 1 is the current step
+        (computed in eval mode; the policy's mode is left as it was)."""
+        with self.evaluating():
+            inputs = self.normalize_inputs(self._history(observation))
+            actions = self.sample(self.observation_encoder(inputs), generator)
         return self.unnormalize_outputs({ACTION: actions})[ACTION]
 
     @torch.no_grad()
@@ -107,15 +107,12 @@ class DiffusionPolicy(PreTrainedPolicy):
         """The action to execute now, (B, Da); samples a new horizon every n_action_steps calls."""
         inputs = standardize_observation(observation, self.config.input_shapes, self.device)
         for key, queue in self._observations.items():
-            step = (
-                inputs[key][:, -1]
-                if inputs[key].ndim == len(self.config.input_shapes[key]) + 2
-                else inputs[key]
-            )
+            is_window = inputs[key].ndim == len(self.config.input_shapes[key]) + 2
+            steps = list(inputs[key].unbind(1)) if is_window else [inputs[key]]  # each (B, ...)
             if queue:
-                queue.append(step)
-            else:  # the first observation after reset() fills the whole history
-                queue.extend([step] * queue.maxlen)
+                queue.append(steps[-1])
+            else:  # after reset(): the given history, its first step repeated to fill n_obs_steps
+                queue.extend([steps[0]] * (queue.maxlen - len(steps)) + steps)
         if not self._action_queue:
             history = {key: torch.stack(list(queue), dim=1) for key, queue in self._observations.items()}
             horizon = self.predict_action_chunk(history, generator)
@@ -127,11 +124,13 @@ class DiffusionPolicy(PreTrainedPolicy):
         """Denoise N(0, I) into normalized actions (B, horizon, Da) with the configured scheduler and steps."""
         config = self.config
         shape = (global_cond.shape[0], config.horizon, config.action_dim)
+        if generator is not None and generator.device.type != "cpu" and generator.device != self.device:
+            raise ValueError(f"the generator is on {generator.device} and the policy on {self.device}")
         sample = torch.randn(
             shape, generator=generator, device=generator.device if generator else self.device
         )
         sample = sample.to(self.device)
-        self.noise_scheduler.set_timesteps(config.inference_steps, device=self.device)
+        self.noise_scheduler.set_timesteps(config.inference_steps)  # timesteps stay on the CPU: no GPU syncs
         for t in self.noise_scheduler.timesteps:
             timestep = torch.full((shape[0],), int(t), dtype=torch.long, device=self.device)
             model_output = self.unet(sample, timestep, global_cond)
@@ -155,6 +154,7 @@ class DiffusionPolicy(PreTrainedPolicy):
         predicted = self.unet(noisy, timesteps, global_cond)
         target = noise if config.prediction_type == "epsilon" else actions
         loss = F.mse_loss(predicted, target, reduction="none")  # (B, T, Da)
-        if config.do_mask_loss_for_padding:
-            loss = loss * ~batch[ACTION + PAD_SUFFIX].to(self.device).unsqueeze(-1)
+        if config.do_mask_loss_for_padding:  # the mean over real (not padded) actions
+            valid = ~batch[ACTION + PAD_SUFFIX].to(self.device).bool().unsqueeze(-1)  # (B, T, 1)
+            return {"loss": (loss * valid).sum() / (valid.sum() * loss.shape[-1]).clamp_min(1)}
         return {"loss": loss.mean()}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 import torchvision.transforms.v2 as T  # noqa: N812
 from torch import Tensor, nn
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from policylab.constants import OBS_ENV_STATE, OBS_STATE
 from policylab.policies.backbones import group_norm_layer, resnet_trunk
@@ -36,9 +35,13 @@ class RgbEncoder(nn.Module):
 
     def __init__(self, config: DiffusionConfig, image_shape: list[int]):
         super().__init__()
-        norm_layer = group_norm_layer if config.use_group_norm else FrozenBatchNorm2d
-        weights = config.pretrained_backbone_weights
-        self.backbone, channels = resnet_trunk(config.vision_backbone, weights, norm_layer=norm_layer)
+        norm_layer = group_norm_layer if config.use_group_norm else nn.BatchNorm2d
+        self.backbone, channels = resnet_trunk(
+            config.vision_backbone,
+            config.pretrained_backbone_weights,
+            norm_layer=norm_layer,
+            without_weights_flag="--policy.pretrained_backbone_weights=null",
+        )
         self.crop_train = self.crop_eval = None
         height, width = image_shape[1:]
         if config.crop_shape:

@@ -90,7 +90,7 @@ def test_interrupted_recording_leaves_valid_dataset_and_resumes(tmp_path, stop):
     while time.time() < deadline and not _committed(root):
         time.sleep(0.2)
     process.send_signal(stop)
-    _, stderr = process.communicate(timeout=30)  # returns only once the workers are gone too
+    _, stderr = process.communicate(timeout=90)  # returns only once the workers are gone too
     assert process.returncode == 130 and "Traceback" not in stderr
     assert "complete episodes are in" in stderr and "Rerun the same command to resume" in stderr
     committed = LeRobotDataset(root=root).meta.total_episodes

@@ -85,7 +85,14 @@ def test_interrupted_recording_leaves_valid_dataset_and_resumes(tmp_path, stop):
         f"--dataset.root={root}",
         "--dataset.num_episodes=20",
     ]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell's background jobs inherit SIGINT ignored, and Python then never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not _committed(root):
         time.sleep(0.2)

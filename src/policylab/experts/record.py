@@ -13,8 +13,8 @@ import multiprocessing
 import signal
 import time
 from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from multiprocessing.pool import AsyncResult
 from pathlib import Path
 
 import numpy as np
@@ -260,20 +260,24 @@ def record_dataset(config: RecordConfig) -> Path:
     target = config.dataset.num_episodes
     max_attempts = config.max_attempts if config.max_attempts is not None else 2 * target + 10
     progress = tqdm(total=target, initial=writer.num_episodes, desc="recording", unit="episode")
-    # spawn: no inherited pygame/torch state; terminate() stops the workers at once on Ctrl-C or SIGTERM
-    pool = multiprocessing.get_context("spawn").Pool(config.num_workers, initializer=_ignore_interrupts)
+    # spawn: no inherited pygame/torch state. On Ctrl-C or SIGTERM the queued attempts are cancelled and the
+    # workers exit after the episode in hand (multiprocessing.Pool.terminate() could deadlock on a worker idle
+    # in its task queue).
+    pool = ProcessPoolExecutor(
+        config.num_workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_interrupts
+    )
     try:
-        pending: deque[AsyncResult] = deque()
+        pending: deque[Future] = deque()
         next_seed = log.next_seed
         while writer.num_episodes < target:
             # keep a few attempts queued per worker; submit no more than could still be needed
             budget = min(target - writer.num_episodes, max_attempts - len(log.attempts)) - len(pending)
             while budget > 0 and len(pending) < 2 * config.num_workers:
-                pending.append(pool.apply_async(run_expert_episode, (config.env, config.expert, next_seed)))
+                pending.append(pool.submit(run_expert_episode, config.env, config.expert, next_seed))
                 next_seed, budget = next_seed + 1, budget - 1
             if not pending:
                 break
-            attempt = pending.popleft().get()
+            attempt = pending.popleft().result()
             with deferred_interrupts():
                 episode_index = None
                 if attempt.success or config.keep_failed:
@@ -284,7 +288,7 @@ def record_dataset(config: RecordConfig) -> Path:
             progress.set_postfix_str(f"success {succeeded}/{len(log.attempts)}", refresh=False)
             progress.update(int(episode_index is not None))
     finally:
-        pool.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
         progress.close()
     return root
 

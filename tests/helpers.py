@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import torch
+
 KEYPOINT_INPUTS = "--policy.input_shapes={observation.state: [2], observation.environment_state: [16]}"
 
 # An ACT small enough to train a few steps in well under a second on CPU.
@@ -18,6 +20,19 @@ TINY_ACT_FLAGS = [
     "--policy.n_action_steps=5",
     "--policy.pretrained_backbone=false",
 ]
+
+
+def fit(policy: torch.nn.Module, batch: dict, steps: int, lr: float, record: str = "loss") -> list[float]:
+    """Train `policy` on one fixed batch with AdamW; returns `record` from each step's forward."""
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=lr)
+    recorded = []
+    for _ in range(steps):
+        output = policy.forward(batch)
+        recorded.append(output[record].item())
+        output["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return recorded
 
 
 def run_policylab(*args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torchvision
 
+from helpers import fit
 from policylab.datasets import LeRobotDataset
 from policylab.policies import ObservationError
 from policylab.policies.act import ACTConfig, ACTPolicy, ACTTemporalEnsembler
@@ -239,13 +240,5 @@ def test_tiny_act_overfits_recorded_windows(recorded_pusht):
     config = config.with_dataset_features(LeRobotDataset(root=recorded_pusht).features)
     ds = LeRobotDataset(root=recorded_pusht, delta_timestamps=config.delta_timestamps(10))
     batch = ds.gather(torch.arange(0, len(ds), len(ds) // 16).numpy())  # 16 windows across the episodes
-    policy = ACTPolicy(config, dataset_stats=ds.meta.stats)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(300):
-        loss = policy.forward(batch)["l1_loss"]
-        losses.append(loss.item())
-        policy.forward(batch)["loss"].backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    losses = fit(ACTPolicy(config, dataset_stats=ds.meta.stats), batch, steps=300, lr=1e-3, record="l1_loss")
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from helpers import fit
 from policylab.datasets import LeRobotDataset
 from policylab.policies import ObservationError, PreTrainedPolicy
 from policylab.policies.diffusion import DiffusionConfig, DiffusionPolicy
@@ -197,15 +198,7 @@ def test_tiny_diffusion_overfits_recorded_windows(recorded_pusht):
     config = tiny_config(down_dims=[32, 64], diffusion_step_embed_dim=32).with_dataset_features(features)
     ds = LeRobotDataset(root=recorded_pusht, delta_timestamps=config.delta_timestamps(10))
     batch = ds.gather(torch.arange(0, len(ds), len(ds) // 16).numpy())
-    policy = DiffusionPolicy(config, dataset_stats=ds.meta.stats)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(300):
-        loss = policy.forward(batch)["loss"]
-        losses.append(loss.item())
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    losses = fit(DiffusionPolicy(config, dataset_stats=ds.meta.stats), batch, steps=300, lr=3e-3)
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert last < first / 5, (first, last)
 

@@ -208,7 +208,7 @@ def test_seed_style_python_loop(recorded_pusht, tmp_path):
     assert sum(l1[-10:]) < 0.7 * sum(l1[:10])
     torch.save(policy.state_dict(), tmp_path / "policy.pt")
     reloaded = ACTPolicy(config)
-    reloaded.load_state_dict(torch.load(tmp_path / "policy.pt"))
+    reloaded.load_state_dict(torch.load(tmp_path / "policy.pt", weights_only=True))
     obs = dataset.gather(torch.arange(3).numpy())
     assert torch.equal(reloaded.predict_action_chunk(obs), policy.predict_action_chunk(obs))
 

@@ -73,6 +73,22 @@ def train(args: list[str]) -> None:
     print(f"checkpoints written to {Path(output_dir, 'checkpoints').resolve()} (newest: checkpoints/last)")
 
 
+def eval(args: list[str]) -> None:  # noqa: A001 (the command's name)
+    from policylab.evaluation.configs import EvalConfig, split_policy_overrides
+    from policylab.evaluation.evaluate import run_eval
+
+    overrides, args = split_policy_overrides(args)
+    run_eval(parse_flags(EvalConfig, args, "policylab eval"), overrides)
+
+
+def bench(args: list[str]) -> None:
+    from policylab.evaluation.benchmark import BenchConfig, run_bench
+    from policylab.evaluation.configs import split_policy_overrides
+
+    overrides, args = split_policy_overrides(args)
+    run_bench(parse_flags(BenchConfig, args, "policylab bench"), overrides)
+
+
 def _saved_run_config(args: list[str]) -> Path | None:
     """With --resume=true, the run's saved train_config.json supplies every flag not given again."""
     flags = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
@@ -95,6 +111,8 @@ def _interrupt(signum, frame) -> None:
 COMMANDS = {
     "record": (record, "record expert demonstrations into a LeRobot-format dataset"),
     "train": (train, "train a policy (ACT, Diffusion) on a dataset and write checkpoints"),
+    "eval": (eval, "roll a trained policy out in the simulator and measure it"),
+    "bench": (bench, "time a trained policy's inference at batch 1"),
 }
 
 

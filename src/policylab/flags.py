@@ -48,7 +48,7 @@ def _field_docs(cls: type) -> dict[str, str]:
         current, indent = None, None
         for line in (klass.__doc__ or "").splitlines():
             depth = len(line) - len(line.lstrip())
-            match = re.match(r"^\s*([a-z_][\w, ]*):\s+(.*)$", line)
+            match = re.match(r"^\s*([a-z_]\w*(?:,\s*[a-z_]\w*)*):\s+(.*)$", line)
             if match and (indent is None or depth <= indent):
                 indent = depth
                 current = [name.strip() for name in match.group(1).split(",")]

@@ -1,4 +1,15 @@
-"""Pure metric helpers for rollouts: success-rate confidence interval and path geometry."""
+"""Rollout metrics: per-episode records, their aggregate, the success-rate interval and path geometry.
+
+Per-episode metrics (`episode_metrics`):
+    success            the env reported success (`info["is_success"]`) at some step
+    steps              control steps taken
+    sum_reward         sum of per-step rewards (gym-pusht: goal coverage / 0.95, clipped to [0, 1])
+    max_reward         max per-step reward: the "max coverage" score of the Diffusion Policy paper
+    agent_path_length  px travelled by the agent (reset position included)
+    block_path_length  px travelled by the block's reference point (gym-pusht's `block_pose[:2]`, the T's body
+                       origin; a turn about the centre of gravity moves it too)
+    path_efficiency    |block end - block start| / block_path_length; 1 = one straight push, 0 = never moved
+"""
 
 from __future__ import annotations
 
@@ -41,3 +52,39 @@ def path_efficiency(points: np.ndarray) -> float:
         return 0.0
     points = np.asarray(points, dtype=np.float64)
     return float(np.linalg.norm(points[-1] - points[0]) / length)
+
+
+def episode_metrics(
+    seed: int, success: bool, rewards: list[float], agent_xy: np.ndarray, block_xy: np.ndarray
+) -> dict:
+    """One episode's record; `agent_xy`, `block_xy` are (steps + 1, 2) positions, the reset one first."""
+    return {
+        "seed": seed,
+        "success": bool(success),
+        "steps": len(rewards),
+        "sum_reward": math.fsum(rewards),
+        "max_reward": float(np.max(rewards, initial=0.0)),
+        "agent_path_length": path_length(agent_xy),
+        "block_path_length": path_length(block_xy),
+        "path_efficiency": path_efficiency(block_xy),
+    }
+
+
+def aggregate(episodes: list[dict]) -> dict:
+    """Means over episode records, the success rate with its 95% Wilson interval, and the agent path lengths."""
+
+    def mean(key: str) -> float:
+        return float(np.mean([e[key] for e in episodes])) if episodes else 0.0
+
+    n_success = sum(e["success"] for e in episodes)
+    return {
+        "n_episodes": len(episodes),
+        "success_rate": n_success / len(episodes) if episodes else 0.0,
+        "success_rate_ci95": list(wilson_interval(n_success, len(episodes))),
+        "avg_steps": mean("steps"),
+        "avg_reward": mean("sum_reward"),
+        "avg_max_reward": mean("max_reward"),
+        "path_lengths": [e["agent_path_length"] for e in episodes],
+        "avg_path_length": mean("agent_path_length"),
+        "path_efficiency": mean("path_efficiency"),
+    }

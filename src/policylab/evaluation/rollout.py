@@ -1,25 +1,17 @@
 """Roll a policy out in PushT and measure it: `evaluate_policy`.
 
-Episode i is reset with seed `seed + i`. Episodes run `batch_size` at a time in a plain list of envs, with
-one batched `policy.select_action` call per control step. An episode ends on success (gym-pusht's
-`info["is_success"]`, which also terminates it) or after `max_steps` steps. A finished env is frozen: it
-is no longer stepped, and its last observation keeps being fed to the policy so the batch shape (B) stays
-fixed until every episode of the batch is done.
-
-Per-episode metrics (averaged in the result):
-    success            `info["is_success"]` at some step
-    sum_reward         sum of per-step rewards (gym-pusht: goal coverage / 0.95, clipped to [0, 1])
-    max_reward         max per-step reward: the "max coverage" score of the Diffusion Policy paper
-    agent_path_length  px travelled by the agent (`info["pos_agent"]`, reset position included)
-    block_path_length  px travelled by the block's reference point (`info["block_pose"][:2]`, the T's body
-                       origin as gym-pusht reports it; a turn about the centre of gravity moves it too)
-    path_efficiency    |block end - block start| / block_path_length; 1 = one straight push, 0 = never moved
+Episode i is reset with seed `seed + i`. Episodes run `batch_size` at a time in a gymnasium `SyncVectorEnv`,
+with one batched `policy.select_action` call per control step. An episode ends on success (gym-pusht's
+`info["is_success"]`, which also terminates it) or after `max_steps` steps. The vector env autoresets in
+gymnasium 1.x's next-step mode: the step after an episode ends returns a fresh episode's first observation
+instead of stepping. Everything an env reports after its episode ended is ignored, and the batch keeps its
+shape until every episode in it has ended. Metric definitions: `policylab.evaluation.metrics`.
 """
 
 from __future__ import annotations
 
-import math
 import time
+from functools import partial
 from pathlib import Path
 
 import av
@@ -30,7 +22,8 @@ from tqdm.auto import tqdm
 
 from policylab.constants import OBS_ENV_STATE, OBS_IMAGE, OBS_STATE
 from policylab.envs import EnvConfig, make_env
-from policylab.evaluation.metrics import path_efficiency, path_length, wilson_interval
+from policylab.errors import PolicylabError
+from policylab.evaluation.metrics import aggregate, episode_metrics
 
 # PushT observation types, cheapest first (rendering pixels dominates a step), with the keys each gives.
 OBS_TYPE_FEATURES = {
@@ -41,13 +34,19 @@ OBS_TYPE_FEATURES = {
 VIDEO_FPS = 10  # PushT's control rate
 
 
+class EnvMismatchError(PolicylabError, ValueError):
+    """The policy needs observations the env cannot give."""
+
+
 def obs_type_for(input_keys: set[str]) -> str:
     """The cheapest PushT obs_type that provides every key in `input_keys`."""
     for obs_type, provided in OBS_TYPE_FEATURES.items():
         if input_keys <= provided:
             return obs_type
     provided = set.union(*OBS_TYPE_FEATURES.values())
-    raise ValueError(f"policy needs {sorted(input_keys - provided)}; PushT gives only {sorted(provided)}")
+    raise EnvMismatchError(
+        f"the policy needs {sorted(input_keys - provided)}, which PushT cannot give (it gives {sorted(provided)})"
+    )
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int = VIDEO_FPS) -> Path:
@@ -84,7 +83,6 @@ def evaluate_policy(
     device: where observations go; default the device of the policy's parameters.
     n_videos, video_dir: the first `n_videos` episodes are rendered to `video_dir/episode_{i}.mp4`.
     Policy sampling is seeded with `seed` inside a forked RNG, so the global torch RNG is left as it was.
-    See the module docstring for the metric definitions.
     """
     input_keys = set(policy.config.input_shapes)
     if n_videos > 0 and video_dir is None:
@@ -92,87 +90,99 @@ def evaluate_policy(
     if isinstance(env, gym.Env):
         provided = set(env.observation_space.spaces)
         if not input_keys <= provided:
-            raise ValueError(
-                f"policy needs {sorted(input_keys - provided)}; the env gives {sorted(provided)}"
+            raise EnvMismatchError(
+                f"the policy needs {sorted(input_keys - provided)}; the env gives {sorted(provided)}"
             )
-        envs = [env]
+        batch_size, make_one = 1, (lambda: env)
     else:
-        obs_type = obs_type_for(input_keys)
-        envs = [make_env(env, obs_type=obs_type, max_episode_steps=max_steps) for _ in range(batch_size)]
+        make_one = partial(make_env, env, obs_type=obs_type_for(input_keys), max_episode_steps=max_steps)
     if device is None:
         device = next((p.device for p in policy.parameters()), torch.device("cpu"))
     device = torch.device(device)
 
+    vector_envs: dict[int, gym.vector.SyncVectorEnv] = {}  # by size: full batches, then a shorter last one
+    episodes, video_paths, timer = [], [], InferenceTimer()
     policy.eval()
-    episodes, video_paths, inference_s, n_calls = [], [], 0.0, 0
     start = time.perf_counter()
-    bar = tqdm(total=n_episodes, desc="eval", disable=not progress)
-    with torch.inference_mode(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for first in range(0, n_episodes, len(envs)):
-            batch = list(range(first, min(first + len(envs), n_episodes)))
-            policy.reset()
-            resets = [envs[j].reset(seed=seed + i) for j, i in enumerate(batch)]
-            obs, infos = [o for o, _ in resets], [info for _, info in resets]
-            agent_xy = [[info["pos_agent"]] for info in infos]  # per episode, (steps + 1, 2)
-            block_xy = [[info["block_pose"][:2]] for info in infos]
-            rewards: list[list[float]] = [[] for _ in batch]
-            frames = [[envs[j].render()] if i < n_videos else None for j, i in enumerate(batch)]
-            success, done = [False] * len(batch), [False] * len(batch)
-            while not all(done):
-                policy_obs = {
-                    k: torch.from_numpy(np.stack([o[k] for o in obs])).to(device) for k in input_keys
-                }
-                tic = time.perf_counter()
-                actions = (
-                    policy.select_action(policy_obs).to("cpu").numpy()
-                )  # (B, Da); .cpu waits for the GPU
-                inference_s, n_calls = inference_s + time.perf_counter() - tic, n_calls + 1
-                for j in range(len(batch)):
-                    if done[j]:
-                        continue  # frozen: its last observation stays in `obs`
-                    obs[j], reward, terminated, truncated, info = envs[j].step(actions[j])
-                    rewards[j].append(float(reward))
-                    agent_xy[j].append(info["pos_agent"])
-                    block_xy[j].append(info["block_pose"][:2])
-                    if frames[j] is not None:
-                        frames[j].append(envs[j].render())
-                    success[j] = bool(info.get("is_success", False))
-                    done[j] = success[j] or terminated or truncated or len(rewards[j]) >= max_steps
-                    if done[j]:
-                        bar.update(1)
-            for j, i in enumerate(batch):
-                if frames[j] is not None:
-                    video_paths.append(str(write_video(frames[j], Path(video_dir) / f"episode_{i}.mp4")))
-                episodes.append(
-                    {
-                        "seed": seed + i,
-                        "success": success[j],
-                        "steps": len(rewards[j]),
-                        "sum_reward": math.fsum(rewards[j]),
-                        "max_reward": float(np.max(rewards[j], initial=0.0)),
-                        "agent_path_length": path_length(np.array(agent_xy[j])),
-                        "block_path_length": path_length(np.array(block_xy[j])),
-                        "path_efficiency": path_efficiency(np.array(block_xy[j])),
-                    }
-                )
-    bar.close()
-
-    def mean(key: str) -> float:
-        return float(np.mean([e[key] for e in episodes])) if episodes else 0.0
-
-    n_success = sum(e["success"] for e in episodes)
+    bar = tqdm(total=n_episodes, desc="eval", unit="episode", disable=not progress)
+    try:
+        with torch.inference_mode(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for first in range(0, n_episodes, batch_size):
+                indices = list(range(first, min(first + batch_size, n_episodes)))
+                if len(indices) not in vector_envs:
+                    vector_envs[len(indices)] = gym.vector.SyncVectorEnv(
+                        [make_one] * len(indices), autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP
+                    )
+                batch_episodes, batch_frames = _run_batch(
+                    policy, vector_envs[len(indices)], [seed + i for i in indices], input_keys, device,
+                    max_steps, record=[i < n_videos for i in indices], timer=timer, on_done=bar.update,
+                )  # fmt: skip
+                episodes += batch_episodes
+                for i, frames in zip(indices, batch_frames, strict=True):
+                    if frames is not None:
+                        video_paths.append(str(write_video(frames, Path(video_dir) / f"episode_{i}.mp4")))
+    finally:
+        bar.close()
+        if not isinstance(env, gym.Env):  # a caller's env object stays open for the caller
+            for vector in vector_envs.values():
+                vector.close()
     return {
-        "n_episodes": len(episodes),
-        "success_rate": n_success / len(episodes) if episodes else 0.0,
-        "success_rate_ci95": list(wilson_interval(n_success, len(episodes))),
-        "avg_steps": mean("steps"),
-        "avg_reward": mean("sum_reward"),
-        "avg_max_reward": mean("max_reward"),
-        "path_lengths": [e["agent_path_length"] for e in episodes],
-        "path_efficiency": mean("path_efficiency"),
-        "inference_ms_per_step": 1000.0 * inference_s / max(n_calls, 1),
+        **aggregate(episodes),
+        "inference_ms_per_step": timer.ms_per_call,
         "wall_seconds": time.perf_counter() - start,
         "video_paths": video_paths,
         "per_episode": episodes,
     }
+
+
+class InferenceTimer:
+    """Wall time of policy calls; the action's copy to the CPU waits for a GPU to finish."""
+
+    def __init__(self):
+        self.seconds, self.calls = 0.0, 0
+
+    def add(self, seconds: float) -> None:
+        self.seconds, self.calls = self.seconds + seconds, self.calls + 1
+
+    @property
+    def ms_per_call(self) -> float:
+        return 1000.0 * self.seconds / max(self.calls, 1)
+
+
+def _run_batch(
+    policy, envs: gym.vector.SyncVectorEnv, seeds: list[int], input_keys: set[str], device: torch.device,
+    max_steps: int, record: list[bool], timer: InferenceTimer, on_done,
+) -> tuple[list[dict], list[list[np.ndarray] | None]]:  # fmt: skip
+    """One episode per sub-env, from `seeds`, until all have ended: their records, and frames where recorded."""
+    n = len(seeds)
+    policy.reset()
+    obs, info = envs.reset(seed=seeds)
+    agent_xy = [[xy] for xy in info["pos_agent"]]  # per episode, (steps + 1, 2)
+    block_xy = [[pose[:2]] for pose in info["block_pose"]]
+    rewards: list[list[float]] = [[] for _ in range(n)]
+    frames = [[envs.envs[j].render()] if record[j] else None for j in range(n)]
+    success, done = [False] * n, [False] * n
+    while not all(done):
+        policy_obs = {k: torch.from_numpy(obs[k]).to(device) for k in input_keys}
+        tic = time.perf_counter()
+        actions = policy.select_action(policy_obs).to("cpu").numpy()  # (B, Da)
+        timer.add(time.perf_counter() - tic)
+        obs, reward, terminated, truncated, info = envs.step(actions)
+        for j in range(n):
+            if done[j]:
+                continue  # this sub-env was autoreset into an episode nobody measures
+            rewards[j].append(float(reward[j]))
+            agent_xy[j].append(info["pos_agent"][j])
+            block_xy[j].append(info["block_pose"][j][:2])
+            if frames[j] is not None:
+                frames[j].append(envs.envs[j].render())
+            success[j] = bool(info["is_success"][j])
+            done[j] = success[j] or bool(terminated[j] or truncated[j]) or len(rewards[j]) >= max_steps
+            if done[j]:
+                on_done(1)
+    episodes = [
+        episode_metrics(seeds[j], success[j], rewards[j], np.array(agent_xy[j]), np.array(block_xy[j]))
+        for j in range(n)
+    ]
+    return episodes, frames

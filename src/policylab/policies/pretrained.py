@@ -290,9 +290,10 @@ class PreTrainedPolicy(nn.Module):
     def from_pretrained(
         cls, path: str | Path, device: str | torch.device | None = None, **config_overrides
     ) -> PreTrainedPolicy:
-        """Load a policy saved by `save_pretrained` (a `pretrained_model` folder, or a training checkpoint
-        folder that holds one). `config_overrides` change inference-time fields, e.g. n_action_steps."""
-        folder = _pretrained_folder(Path(path))
+        """Load a policy saved by `save_pretrained`: a `pretrained_model` folder, a training checkpoint that
+        holds one, or a training run (its newest checkpoint). `config_overrides` change inference-time
+        fields, e.g. n_action_steps."""
+        folder = pretrained_folder(path)
         config = read_config(folder / CONFIG_NAME)
         if config_overrides:
             unknown = sorted(set(config_overrides) - {f.name for f in dataclasses.fields(config)})
@@ -310,11 +311,17 @@ class PreTrainedPolicy(nn.Module):
         return policy
 
 
-def _pretrained_folder(path: Path) -> Path:
-    for candidate in (path, path / "pretrained_model"):
+def pretrained_folder(path: str | Path) -> Path:
+    """The folder holding config.json for `path`: that folder itself, a training checkpoint (its
+    pretrained_model), or a training run (the pretrained_model of its checkpoints/last)."""
+    path = Path(path)
+    for candidate in (path, path / "pretrained_model", path / "checkpoints/last/pretrained_model"):
         if (candidate / CONFIG_NAME).is_file():
             return candidate
-    raise CheckpointError(f"{path}: no {CONFIG_NAME} here or in {path / 'pretrained_model'}")
+    raise CheckpointError(
+        f"{path}: no {CONFIG_NAME} here, in pretrained_model/ or in checkpoints/last/pretrained_model/; "
+        "give a training run folder, a checkpoint folder or a pretrained_model folder"
+    )
 
 
 def read_config(path: Path) -> PreTrainedConfig:

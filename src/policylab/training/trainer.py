@@ -34,6 +34,7 @@ from policylab.training.checkpoints import TrainingState, last_checkpoint, load_
 from policylab.training.configs import LOGGERS, SCHEDULERS, TrainConfig
 from policylab.training.data import StepBatchSampler, make_dataloader, steps_per_epoch
 from policylab.training.metrics import MetricsLog, RunningMeans
+from policylab.utils.device import select_device
 from policylab.utils.interrupts import deferred_interrupts
 
 TRAIN_CONFIG = "train_config.json"
@@ -80,23 +81,6 @@ def init_distributed(device: torch.device) -> Distributed:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return Distributed(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def select_device(requested: str | None, local_rank: int = 0) -> torch.device:
-    """CUDA, then MPS, then CPU; a requested device that is not available is a config error."""
-    if requested is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    kind = requested.split(":")[0]
-    if kind not in available:
-        raise ConfigError(f"--device={requested}: expected cpu, cuda or mps")
-    if not available[kind]:
-        raise ConfigError(f"--device={requested}: {kind} is not available on this machine")
-    return torch.device("cuda", local_rank) if requested == "cuda" else torch.device(requested)
 
 
 def seed_everything(seed: int) -> None:

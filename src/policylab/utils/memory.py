@@ -32,3 +32,53 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(
         mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
     )
+
+
+class PeakMemory:
+    """How far memory use rose above its level at entry while inside the `with` block, in MB (`megabytes`):
+    on CUDA from the caching allocator's tensor statistics (`torch.cuda.max_memory_allocated`), on CPU from
+    the process's peak resident set (Linux `VmHWM`, reset on entry through /proc/self/clear_refs). `kind`
+    says which one was measured; both stay None where neither is available."""
+
+    def __init__(self, device):
+        import torch
+
+        self.device = torch.device(device)
+        self.kind, self.megabytes, self._entry = None, None, 0.0
+
+    def __enter__(self) -> PeakMemory:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.kind, self._entry = "cuda_allocated", torch.cuda.memory_allocated(self.device) / 2**20
+        elif _reset_peak_rss():
+            self.kind, self._entry = "process_rss", _peak_rss_kb() / 1024
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        if self.kind == "cuda_allocated":
+            torch.cuda.synchronize(self.device)
+            self.megabytes = torch.cuda.max_memory_allocated(self.device) / 2**20 - self._entry
+        elif self.kind == "process_rss":
+            self.megabytes = _peak_rss_kb() / 1024 - self._entry
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current resident set
+        return _peak_rss_kb() > 0
+    except OSError:
+        return False
+
+
+def _peak_rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0

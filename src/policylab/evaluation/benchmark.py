@@ -1,0 +1,254 @@
+"""`policylab bench`: inference speed of a trained policy, measured the way a robot would call it.
+
+Inputs are real observations from the dataset the policy was trained on, one at a time (batch 1). After
+`warmup` untimed calls, each of `n_calls` timed calls is bracketed by device synchronisation (on CUDA), so
+a time is the call's full latency. Two figures per sampler setting:
+
+    chunk call       one `predict_action_chunk`: the model's whole inference (for diffusion, every
+                     denoising step), on windows at random dataset positions
+    select_action    `select_action` over `control_steps` consecutive frames of one episode after
+                     `reset()`: its mean is the cost per control step amortised over the action queue, its
+                     p95 and max show the steps that run the model
+
+Diffusion policies are measured at each `samplers` setting with the same weights (e.g. DDPM-100, DDIM-10).
+Also reported: parameters, floating-point operations per chunk call (matmuls, convolutions and attention, as
+counted by `torch.utils.flop_counter`), and peak memory: the weights and buffers plus the most the memory
+in use rose during the chunk calls (on CPU the process's resident set, on CUDA the allocator's tensors; see
+`PeakMemory`).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from policylab.datasets import LeRobotDataset
+from policylab.evaluation.configs import PolicyPathConfig, dataset_root_for, default_output_dir, load_policy
+from policylab.policies import PreTrainedPolicy
+from policylab.training.configs import DatasetConfig
+from policylab.utils.device import select_device
+from policylab.utils.memory import PeakMemory
+
+SAMPLER_TYPES = ("DDPM", "DDIM")
+
+
+@dataclass
+class BenchSettings:
+    """What to time.
+
+    n_calls: timed chunk calls per sampler setting (after the warm-up).
+    warmup: untimed calls first (allocations, kernel selection, caches).
+    control_steps: consecutive select_action calls timed per sampler setting.
+    samplers: for diffusion policies, the sampler settings to compare on the same weights, each
+        TYPE-STEPS with TYPE DDPM or DDIM, e.g. [DDPM-100,DDIM-10].
+    """
+
+    n_calls: int = 20
+    warmup: int = 3
+    control_steps: int = 100
+    samplers: list[str] = field(default_factory=lambda: ["DDPM-100", "DDIM-10"])
+
+    def __post_init__(self):
+        for name in ("n_calls", "control_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--bench.{name} must be at least 1, got {getattr(self, name)}")
+        for spec in self.samplers:
+            parse_sampler(spec)
+
+
+@dataclass
+class BenchConfig:
+    """policylab bench: inference latency of a trained policy at batch 1 (writes bench_info.json).
+
+    Observations come from --dataset (default: the dataset the policy was trained on).
+    output_dir: where bench_info.json goes (default outputs/bench/<time>_<policy type>).
+    seed: picks the dataset positions and seeds sampling.
+    device: cuda, mps or cpu (default: the first available, in that order).
+    """
+
+    policy: PolicyPathConfig = field(default_factory=PolicyPathConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    bench: BenchSettings = field(default_factory=BenchSettings)
+    output_dir: str | None = None
+    seed: int = 0
+    device: str | None = None
+
+
+def parse_sampler(spec: str) -> dict:
+    """'DDIM-10' -> {"noise_scheduler_type": "DDIM", "num_inference_steps": 10}."""
+    kind, _, steps = spec.partition("-")
+    if kind.upper() not in SAMPLER_TYPES or not steps.isdigit() or int(steps) < 1:
+        raise ValueError(
+            f"--bench.samplers: '{spec}' is not TYPE-STEPS with TYPE one of {', '.join(SAMPLER_TYPES)} and STEPS a "
+            "positive integer, e.g. DDIM-10"
+        )
+    return {"noise_scheduler_type": kind.upper(), "num_inference_steps": int(steps)}
+
+
+def sampler_settings(policy: PreTrainedPolicy, samplers: list[str]) -> dict[str, list[str]]:
+    """Name -> `--policy.*` overrides of each setting to time; one setting, as saved, for other policies."""
+    if not hasattr(policy.config, "noise_scheduler_type"):
+        return {"as trained": []}
+    return {
+        spec: [f"--policy.{name}={value}" for name, value in parse_sampler(spec).items()] for spec in samplers
+    }
+
+
+def latency_stats(milliseconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(milliseconds, dtype=np.float64)
+    return {
+        "mean": float(ms.mean()),
+        "std": float(ms.std()),
+        "p50": float(np.percentile(ms, 50)),
+        "p95": float(np.percentile(ms, 95)),
+        "max": float(ms.max()),
+        "n": int(ms.size),
+    }
+
+
+def time_calls(call, inputs: list, warmup: int, device: torch.device) -> list[float]:
+    """Milliseconds of `call(x)` for each x of `inputs`, after `warmup` untimed calls on the first ones."""
+    for x in inputs[:warmup]:
+        call(x)
+    times = []
+    for x in inputs:
+        _synchronize(device)
+        tic = time.perf_counter()
+        call(x)
+        _synchronize(device)
+        times.append(1000.0 * (time.perf_counter() - tic))
+    return times
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def observation_inputs(
+    policy: PreTrainedPolicy, dataset: LeRobotDataset, positions: np.ndarray
+) -> list[dict]:
+    """Batch-1 policy inputs (with the policy's observation window) at dataset `positions`."""
+    keys = list(policy.config.input_shapes)
+    return [{k: v[None] for k, v in dataset[int(i)].items() if k in keys} for i in positions]
+
+
+def benchmark_policy(
+    policy_path: str, overrides: list[str], dataset_root: Path, settings: BenchSettings, device, seed: int
+) -> dict:
+    """Every figure of the module docstring for the policy at `policy_path`."""
+    reference = load_policy(policy_path, overrides, device)
+    config = reference.config
+    windows = LeRobotDataset(root=dataset_root, delta_timestamps=_observation_windows(config, dataset_root))
+    rng = np.random.default_rng(seed)
+    chunk_inputs = observation_inputs(
+        reference, windows, rng.choice(len(windows), settings.warmup + settings.n_calls)
+    )
+    episode = LeRobotDataset(root=dataset_root, episodes=[windows.meta.episodes[0].episode_index])
+    steps = np.arange(settings.control_steps) % len(episode)  # consecutive frames, repeated if short
+    control_inputs = observation_inputs(reference, episode, steps)
+
+    weights_mb = sum(t.numel() * t.element_size() for t in reference.state_dict().values()) / 2**20
+    results = {
+        "policy_type": config.type,
+        "parameters": sum(p.numel() for p in reference.parameters()),
+        "weights_mb": weights_mb,
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch_threads": torch.get_num_threads(),
+        "settings": {},
+    }
+    for name, sampler_overrides in sampler_settings(reference, settings.samplers).items():
+        policy = load_policy(policy_path, overrides + sampler_overrides, device).requires_grad_(False)
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            with FlopCounterMode(display=False) as flops:
+                policy.predict_action_chunk(chunk_inputs[0])
+            with PeakMemory(device) as memory:
+                chunk_ms = time_calls(policy.predict_action_chunk, chunk_inputs, settings.warmup, device)
+            policy.reset()
+            step_ms = time_calls(policy.select_action, control_inputs, 0, device)
+        results["settings"][name] = {
+            "chunk_call_ms": latency_stats(chunk_ms[settings.warmup :]),
+            "select_action_ms": latency_stats(step_ms),
+            "gflops_per_chunk_call": flops.get_total_flops() / 1e9,
+            "peak_memory_mb": None if memory.megabytes is None else weights_mb + memory.megabytes,
+            "peak_memory_kind": memory.kind,
+        }
+    return results
+
+
+def _observation_windows(config, dataset_root: Path) -> dict[str, list[float]] | None:
+    from policylab.datasets import LeRobotDatasetMetadata
+
+    windows = config.delta_timestamps(LeRobotDatasetMetadata(dataset_root).fps)
+    return {k: v for k, v in windows.items() if k in config.input_shapes} or None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model} ({torch.get_num_threads()} threads)"
+
+
+def run_bench(config: BenchConfig, overrides: list[str]) -> Path:
+    """`policylab bench`: measure, print a table, write bench_info.json; returns its path."""
+    from policylab.evaluation.evaluate import write_json
+
+    device = select_device(config.device)
+    root = dataset_root_for(config.policy.path, config.dataset, "bench")
+    results = benchmark_policy(config.policy.path, overrides, root, config.bench, device, config.seed)
+    results["policy_path"] = str(config.policy.path)
+    results["dataset_root"] = str(root)
+    output_dir = Path(config.output_dir or default_output_dir("bench", results["policy_type"]))
+    path = write_json(output_dir / "bench_info.json", results)
+    print(format_bench(results))
+    print(f"bench_info.json written to {path.resolve()}")
+    return path
+
+
+def format_bench(results: dict) -> str:
+    """One row per sampler setting: chunk-call and per-step latencies, GFLOPs, peak memory."""
+    header = (
+        f"{results['policy_type']} policy, {results['parameters'] / 1e6:.2f} M parameters, batch 1 on "
+        f"{results['device_name']}"
+    )
+    columns = (
+        "setting",
+        "chunk call ms (mean / p50 / p95)",
+        "select_action ms (mean / p95 / max)",
+        "GFLOPs",
+        "peak MB",
+    )
+    rows = []
+    for name, r in results["settings"].items():
+        chunk, step = r["chunk_call_ms"], r["select_action_ms"]
+        memory = "n/a" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
+        rows.append((
+            name,
+            f"{chunk['mean']:.2f} / {chunk['p50']:.2f} / {chunk['p95']:.2f}",
+            f"{step['mean']:.2f} / {step['p95']:.2f} / {step['max']:.2f}",
+            f"{r['gflops_per_chunk_call']:.3f}",
+            memory,
+        ))  # fmt: skip
+    return "\n".join([header, format_table(columns, rows)])
+
+
+def format_table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """A plain aligned text table."""
+    widths = [max(len(str(x)) for x in column) for column in zip(columns, *rows, strict=True)]
+    lines = ["  ".join(f"{c:<{w}}" for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(f"{str(c):<{w}}" for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join("  " + line for line in lines)

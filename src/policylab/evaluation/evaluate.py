@@ -1,0 +1,86 @@
+"""`policylab eval`: load a checkpoint, roll it out, print the metrics and write `eval_info.json`."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from policylab.evaluation.configs import EvalConfig, default_output_dir, load_policy
+from policylab.evaluation.rollout import evaluate_policy
+from policylab.utils.device import select_device
+
+EVAL_INFO = "eval_info.json"
+AGGREGATED_KEYS = (
+    "n_episodes", "success_rate", "success_rate_ci95", "avg_steps", "avg_reward", "avg_max_reward",
+    "path_lengths", "avg_path_length", "path_efficiency", "inference_ms_per_step", "wall_seconds",
+)  # fmt: skip
+
+
+def run_eval(config: EvalConfig, overrides: list[str]) -> Path:
+    """Evaluate the checkpoint of `config.policy.path` (with `--policy.*` overrides); returns eval_info.json."""
+    device = select_device(config.device)
+    policy = load_policy(config.policy.path, overrides, device)
+    output_dir = Path(config.output_dir or default_output_dir("eval", policy.config.type))
+    results = evaluate_policy(
+        policy,
+        config.env,
+        n_episodes=config.eval.n_episodes,
+        max_steps=config.env.max_episode_steps,
+        seed=config.seed,
+        batch_size=config.eval.batch_size,
+        device=device,
+        n_videos=config.eval.n_videos,
+        video_dir=output_dir / "videos",
+    )
+    info = {
+        "aggregated": {k: results[k] for k in AGGREGATED_KEYS},
+        "per_episode": results["per_episode"],
+        "video_paths": results["video_paths"],
+        "policy": {
+            "path": str(config.policy.path),
+            "overrides": overrides,
+            "config": policy.config.to_dict(),
+        },
+        "env": {"type": config.env.type, **asdict(config.env)},
+        "seed": config.seed,
+        "device": str(device),
+    }
+    path = write_json(output_dir / EVAL_INFO, info)
+    print(format_eval(info))
+    for video in results["video_paths"]:
+        print(f"video: {video}")
+    print(f"eval_info.json written to {path.resolve()}")
+    return path
+
+
+def write_json(path: Path, data: dict) -> Path:
+    """Write `data` as indented JSON atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def format_eval(info: dict) -> str:
+    """The aggregated metrics of an eval_info dict as an aligned two-column table."""
+    a, seed = info["aggregated"], info["seed"]
+    low, high = a["success_rate_ci95"]
+    rows = [
+        ("success rate", f"{100 * a['success_rate']:.1f} %  (95 % CI {100 * low:.1f}-{100 * high:.1f})"),
+        ("mean steps", f"{a['avg_steps']:.1f}"),
+        ("mean sum of rewards", f"{a['avg_reward']:.2f}"),
+        ("mean max reward (max coverage)", f"{a['avg_max_reward']:.3f}"),
+        ("mean agent path length (px)", f"{a['avg_path_length']:.0f}"),
+        ("block path efficiency", f"{a['path_efficiency']:.3f}"),
+        ("policy inference per step (ms)", f"{a['inference_ms_per_step']:.2f}"),
+        ("wall time (s)", f"{a['wall_seconds']:.1f}"),
+    ]
+    title = (
+        f"{info['policy']['config']['type']} policy from {info['policy']['path']} on {info['env']['type']}: "
+        f"{a['n_episodes']} episodes, seeds {seed}-{seed + a['n_episodes'] - 1}, {info['device']}"
+    )
+    width = max(len(name) for name, _ in rows)
+    return "\n".join([title, *(f"  {name:<{width}}  {value}" for name, value in rows)])

@@ -21,6 +21,15 @@ TINY_ACT_FLAGS = [
     "--policy.pretrained_backbone=false",
 ]
 
+# A Diffusion Policy as small: a two-level UNet and 20 noise levels.
+TINY_DIFFUSION_FLAGS = [
+    "--policy.type=diffusion",
+    "--policy.down_dims=[16,32]",
+    "--policy.diffusion_step_embed_dim=16",
+    "--policy.n_groups=4",
+    "--policy.num_train_timesteps=20",
+]
+
 
 def fit(policy: torch.nn.Module, batch: dict, steps: int, lr: float, record: str = "loss") -> list[float]:
     """Train `policy` on one fixed batch with AdamW; returns `record` from each step's forward."""

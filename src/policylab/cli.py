@@ -89,6 +89,29 @@ def bench(args: list[str]) -> None:
     run_bench(parse_flags(BenchConfig, args, "policylab bench"), overrides)
 
 
+def plot(args: list[str]) -> None:
+    from policylab.evaluation.configs import split_policy_overrides
+    from policylab.visualize import PlotConfig, run_plot
+
+    overrides, args = split_policy_overrides(args)
+    run_plot(parse_flags(PlotConfig, args, "policylab plot"), overrides)
+
+
+def compare(args: list[str]) -> None:
+    from policylab.evaluation.compare import CompareConfig, run_compare
+
+    run_compare(parse_flags(CompareConfig, _list_flag(args, "--policies"), "policylab compare"))
+
+
+def _list_flag(args: list[str], flag: str) -> list[str]:
+    """`--policies A B C` (values separated by spaces, as shells expand globs) as `--policies=[A,B,C]`."""
+    if flag not in args:
+        return args
+    start = args.index(flag)
+    end = next((i for i in range(start + 1, len(args)) if args[i].startswith("--")), len(args))
+    return [*args[:start], f"{flag}=[{','.join(args[start + 1 : end])}]", *args[end:]]
+
+
 def _saved_run_config(args: list[str]) -> Path | None:
     """With --resume=true, the run's saved train_config.json supplies every flag not given again."""
     flags = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
@@ -113,6 +136,8 @@ COMMANDS = {
     "train": (train, "train a policy (ACT, Diffusion) on a dataset and write checkpoints"),
     "eval": (eval, "roll a trained policy out in the simulator and measure it"),
     "bench": (bench, "time a trained policy's inference at batch 1"),
+    "plot": (plot, "draw a policy's predicted vs demonstrated actions, and its training curves"),
+    "compare": (compare, "evaluate and benchmark several policies on the same seeds into one report"),
 }
 
 

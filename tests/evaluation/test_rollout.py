@@ -9,7 +9,14 @@ import torch
 from torch import nn
 
 from policylab.envs import make_env
-from policylab.evaluation import evaluate_policy, path_efficiency, path_length, wilson_interval
+from policylab.evaluation import (
+    aggregate,
+    episode_metrics,
+    evaluate_policy,
+    path_efficiency,
+    path_length,
+    wilson_interval,
+)
 
 KEYPOINT_INPUTS = {"observation.state": [2], "observation.environment_state": [16]}
 
@@ -99,3 +106,21 @@ def test_unprovidable_policy_input_is_named():
     pixels_only = make_env("pusht", obs_type="pixels_agent_pos")
     with pytest.raises(ValueError, match=r"observation\.environment_state.*env gives"):
         evaluate_policy(PushTowardBlock(), pixels_only, n_episodes=1, progress=False)
+
+
+def test_episode_metrics_and_aggregate_of_hand_made_episodes():
+    # agent: right 3 then up 4 (7 px); block: pushed 6 px right then 2 px back (efficiency 4 / 8)
+    agent = np.array([[0, 0], [3, 0], [3, 4]])
+    block = np.array([[10, 10], [16, 10], [14, 10]])
+    won = episode_metrics(5, True, [0.25, 1.0], agent, block)
+    assert won == {"seed": 5, "success": True, "steps": 2, "sum_reward": 1.25, "max_reward": 1.0,
+                   "agent_path_length": 7.0, "block_path_length": 8.0, "path_efficiency": 0.5}  # fmt: skip
+    lost = episode_metrics(6, False, [0.0, 0.1, 0.2, 0.3], np.zeros((5, 2)), np.zeros((5, 2)))
+    assert lost["steps"] == 4 and lost["max_reward"] == 0.3 and lost["path_efficiency"] == 0.0
+
+    summary = aggregate([won, lost])
+    assert summary["n_episodes"] == 2 and summary["success_rate"] == 0.5
+    assert summary["success_rate_ci95"] == pytest.approx(list(wilson_interval(1, 2)))
+    assert summary["avg_steps"] == 3.0 and summary["avg_reward"] == pytest.approx((1.25 + 0.6) / 2)
+    assert summary["avg_max_reward"] == pytest.approx(0.65) and summary["path_efficiency"] == 0.25
+    assert summary["path_lengths"] == [7.0, 0.0] and summary["avg_path_length"] == 3.5

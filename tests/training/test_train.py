@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import KEYPOINT_INPUTS, TINY_ACT_FLAGS, run_policylab
+from helpers import KEYPOINT_INPUTS, TINY_ACT_FLAGS, TINY_DIFFUSION_FLAGS, run_policylab
 from policylab.datasets import LeRobotDataset
 from policylab.policies import PreTrainedPolicy
 from policylab.policies.act import ACTConfig, ACTPolicy
@@ -211,15 +211,6 @@ def test_seed_style_python_loop(recorded_pusht, tmp_path):
     reloaded.load_state_dict(torch.load(tmp_path / "policy.pt", weights_only=True))
     obs = dataset.gather(torch.arange(3).numpy())
     assert torch.equal(reloaded.predict_action_chunk(obs), policy.predict_action_chunk(obs))
-
-
-TINY_DIFFUSION_FLAGS = [
-    "--policy.type=diffusion",
-    "--policy.down_dims=[16,32]",
-    "--policy.diffusion_step_embed_dim=16",
-    "--policy.n_groups=4",
-    "--policy.num_train_timesteps=20",
-]
 
 
 def test_diffusion_trains_with_ema_and_a_resume_from_an_earlier_checkpoint_is_exact(recorded_pusht, tmp_path):

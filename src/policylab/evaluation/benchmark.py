@@ -162,7 +162,7 @@ def benchmark_policy(
         "device": str(device),
         "device_name": device_name(device),
         "torch_threads": torch.get_num_threads(),
-        "settings": {},
+        "variants": {},
     }
     for name, sampler_overrides in sampler_settings(reference, settings.samplers).items():
         policy = load_policy(policy_path, overrides + sampler_overrides, device).requires_grad_(False)
@@ -174,7 +174,7 @@ def benchmark_policy(
                 chunk_ms = time_calls(policy.predict_action_chunk, chunk_inputs, settings.warmup, device)
             policy.reset()
             step_ms = time_calls(policy.select_action, control_inputs, 0, device)
-        results["settings"][name] = {
+        results["variants"][name] = {
             "chunk_call_ms": latency_stats(chunk_ms[settings.warmup :]),
             "select_action_ms": latency_stats(step_ms),
             "gflops_per_chunk_call": flops.get_total_flops() / 1e9,
@@ -232,7 +232,7 @@ def format_bench(results: dict) -> str:
         "peak MB",
     )
     rows = []
-    for name, r in results["settings"].items():
+    for name, r in results["variants"].items():
         chunk, step = r["chunk_call_ms"], r["select_action_ms"]
         memory = "n/a" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
         rows.append((

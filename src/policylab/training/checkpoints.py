@@ -42,6 +42,7 @@ class TrainingState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     ema: object | None = None  # diffusers.training_utils.EMAModel
     scaler: torch.amp.GradScaler | None = None  # float16 mixed precision only
+    train_seconds: float = 0.0  # wall time spent in the training loop, over every resumed session
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
@@ -109,6 +110,7 @@ def _write_training_state(folder: Path, step: int, policy: PreTrainedPolicy, sta
     numpy_state, python_state = np.random.get_state(), random.getstate()
     info = {
         "step": step,
+        "train_seconds": state.train_seconds,
         "optimizer_param_groups": optimizer["param_groups"],
         "scheduler": state.scheduler.state_dict(),
         "ema_optimization_step": None if state.ema is None else int(state.ema.optimization_step),
@@ -160,6 +162,7 @@ def _restore(
         {"state": optimizer_state, "param_groups": info["optimizer_param_groups"]}
     )
     state.scheduler.load_state_dict(info["scheduler"])
+    state.train_seconds = float(info.get("train_seconds", 0.0))
     if state.scaler is not None and info.get("grad_scaler"):
         state.scaler.load_state_dict(info["grad_scaler"])
 

@@ -311,6 +311,7 @@ class TrainingLoop:
         )
         means, step, started = RunningMeans(), start_step, time.monotonic()
         deadline = None if t.max_minutes is None else started + 60 * t.max_minutes
+        seconds_before = self.state.train_seconds
         try:
             fetch_started = time.perf_counter()
             for batch in loader:
@@ -319,11 +320,15 @@ class TrainingLoop:
                 data_seconds = time.perf_counter() - fetch_started
                 metrics = {**self.train_step(batch, step), "data_s": data_seconds}
                 step += 1
+                self.state.train_seconds = seconds_before + time.monotonic() - started
                 means.add(metrics, samples=t.batch_size * self.ddp.world_size)
                 if step % t.log_freq == 0 or step == total:
                     summary = means.pop()
                     summary.update(
-                        step=step, epoch=round(step / per_epoch, 3), lr=self.state.scheduler.get_last_lr()[0]
+                        step=step,
+                        epoch=round(step / per_epoch, 3),
+                        lr=self.state.scheduler.get_last_lr()[0],
+                        train_seconds=round(self.state.train_seconds, 1),
                     )
                     if log is not None:
                         log.write(summary)

@@ -1,0 +1,294 @@
+"""`policylab compare`: the same evaluation and benchmark for several trained policies, as one report.
+
+For each policy (a training run, or a checkpoint), in `output_dir/<name>/`:
+    eval_info.json           rollouts from the same seeds (`policylab eval`'s file), with n_videos videos
+    bench_info.json          batch-1 latency (`policylab bench`'s file; diffusion at each sampler setting)
+    policy_comparison.png    predicted vs demonstrated actions; training_curves.png from the run's metrics
+A file already there from the same checkpoint and settings is reused, so an interrupted comparison resumes.
+Then `report.md` (images linked) and `report.html` (self-contained: images and the first video of each
+policy embedded) hold the table, which is also printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from policylab.datasets import LeRobotDataset
+from policylab.envs import EnvConfig, PushTEnvConfig
+from policylab.evaluation.benchmark import BenchSettings, benchmark_policy, format_table
+from policylab.evaluation.configs import (
+    HELD_OUT_SEED,
+    TRAIN_CONFIG,
+    EvalSettings,
+    dataset_root_for,
+    load_policy,
+    training_run_of,
+)
+from policylab.evaluation.evaluate import AGGREGATED_KEYS, EVAL_INFO, write_json
+from policylab.evaluation.rollout import evaluate_policy
+from policylab.flags import ConfigError
+from policylab.policies.pretrained import pretrained_folder
+from policylab.training.configs import DatasetConfig
+from policylab.training.metrics import METRICS_FILE
+from policylab.utils.device import select_device
+from policylab.visualize import plot_training_curves, visualize_action_predictions
+
+BENCH_INFO = "bench_info.json"
+
+
+@dataclass
+class CompareConfig:
+    """policylab compare: evaluate and benchmark several trained policies on the same seeds; writes report.md
+    and report.html.
+
+    policies: training run folders or checkpoints, e.g. --policies outputs/act_pusht outputs/diffusion_pusht
+    output_dir: where the report and each policy's files go (default outputs/compare/<time>).
+    seed: episode i of every policy starts from seed + i.
+    device: cuda, mps or cpu (default: the first available, in that order).
+    """
+
+    policies: list[str] = field(default_factory=list)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    env: EnvConfig = field(default_factory=PushTEnvConfig)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    bench: BenchSettings = field(default_factory=BenchSettings)
+    output_dir: str | None = None
+    seed: int = HELD_OUT_SEED
+    device: str | None = None
+
+
+def policy_names(paths: list[str]) -> list[str]:
+    """A short unique name per policy: its training run's folder name (or the path's last part)."""
+    names = []
+    for path in paths:
+        run = training_run_of(path)
+        base = (run or Path(path).resolve()).name
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def run_compare(config: CompareConfig) -> Path:
+    """Measure every policy (reusing what is already measured), write and print the report; returns report.md."""
+    if len(config.policies) < 1:
+        raise ConfigError(
+            "--policies: give one or more training runs or checkpoints, e.g. --policies OUT_A OUT_B"
+        )
+    device = select_device(config.device)
+    output_dir = Path(
+        config.output_dir or Path("outputs/compare", f"{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}")
+    )
+    for path in config.policies:
+        pretrained_folder(path)  # every path is checked before the first long evaluation starts
+    rows = []
+    for name, path in zip(policy_names(config.policies), config.policies, strict=True):
+        print(f"== {name} ({path})")
+        rows.append(measure_policy(name, path, output_dir / name, config, device))
+    report = write_report(rows, config, output_dir, str(device))
+    print(format_comparison(rows))
+    print(f"report written to {report.resolve()} and {report.with_suffix('.html').resolve()}")
+    return report
+
+
+def measure_policy(name: str, path: str, folder: Path, config: CompareConfig, device) -> dict:
+    """Evaluation, benchmark, plots and training facts of one policy (files in `folder`)."""
+    checkpoint = str(pretrained_folder(path).resolve())
+    eval_settings = {
+        "checkpoint": checkpoint,
+        "seed": config.seed,
+        "env": asdict(config.env),
+        **asdict(config.eval),
+    }
+    eval_info = _reuse(folder / EVAL_INFO, eval_settings)
+    if eval_info is None:
+        policy = load_policy(path, [], device)
+        results = evaluate_policy(
+            policy, config.env, n_episodes=config.eval.n_episodes, max_steps=config.env.max_episode_steps,
+            seed=config.seed, batch_size=config.eval.batch_size, device=device, n_videos=config.eval.n_videos,
+            video_dir=folder / "videos",
+        )  # fmt: skip
+        eval_info = {
+            "aggregated": {k: results[k] for k in AGGREGATED_KEYS},
+            "per_episode": results["per_episode"],
+            "video_paths": results["video_paths"],
+            "policy": {"path": path, "overrides": [], "config": policy.config.to_dict()},
+            "settings": eval_settings,
+        }
+        write_json(folder / EVAL_INFO, eval_info)
+    dataset_root = dataset_root_for(path, config.dataset, "compare")
+    bench_settings = {
+        "checkpoint": checkpoint,
+        "dataset": str(dataset_root),
+        "device": str(device),
+        **asdict(config.bench),
+    }
+    bench_info = _reuse(folder / BENCH_INFO, bench_settings)
+    if bench_info is None:
+        bench_info = benchmark_policy(path, [], dataset_root, config.bench, device, config.seed)
+        bench_info["settings"] = bench_settings
+        write_json(folder / BENCH_INFO, bench_info)
+    plots = {"policy_comparison": folder / "policy_comparison.png"}
+    if not plots["policy_comparison"].is_file():
+        policy = load_policy(path, [], device)
+        visualize_action_predictions(
+            policy, LeRobotDataset(root=dataset_root), path=plots["policy_comparison"]
+        )
+    run = training_run_of(path)
+    if run is not None and (run / METRICS_FILE).is_file():
+        plots["training_curves"] = plot_training_curves(run, folder / "training_curves.png")
+    return {
+        "name": name,
+        "path": path,
+        "type": eval_info["policy"]["config"]["type"],
+        "eval": eval_info,
+        "bench": bench_info,
+        "training": training_facts(path),
+        "plots": plots,
+    }
+
+
+def _reuse(path: Path, settings: dict) -> dict | None:
+    """The JSON at `path` if it was measured with exactly `settings`."""
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return saved if saved.get("settings") == json.loads(json.dumps(settings)) else None
+
+
+def training_facts(path: str) -> dict:
+    """Steps and wall time of the checkpoint's training run (None where the run does not say)."""
+    folder = pretrained_folder(path).resolve().parent  # the checkpoint folder: <step>/
+    facts = {"steps": None, "train_seconds": None, "batch_size": None, "dataset": None}
+    state = folder / "training_state/state.json"
+    if state.is_file():
+        info = json.loads(state.read_text())
+        facts["steps"], facts["train_seconds"] = info.get("step"), info.get("train_seconds")
+    run = training_run_of(path)
+    if run is not None:
+        train_config = json.loads((run / TRAIN_CONFIG).read_text())
+        facts["batch_size"] = train_config["training"]["batch_size"]
+        facts["dataset"] = train_config["dataset"].get("root") or train_config["dataset"].get("repo_id")
+    return facts
+
+
+COLUMNS = (
+    "policy", "success (95% CI)", "avg steps", "avg reward", "max coverage", "path efficiency",
+    "eval ms/step", "chunk call ms (batch 1)", "training", "steps", "params", "peak MB",
+)  # fmt: skip
+
+
+def table_rows(rows: list[dict]) -> list[tuple[str, ...]]:
+    """One row of the comparison table per measured policy."""
+    out = []
+    for row in rows:
+        a, bench, training = row["eval"]["aggregated"], row["bench"], row["training"]
+        low, high = a["success_rate_ci95"]
+        chunk = " / ".join(f"{name} {r['chunk_call_ms']['p50']:.1f}" for name, r in bench["variants"].items())
+        chunk = chunk.replace("as trained ", "")
+        memory = [r["peak_memory_mb"] for r in bench["variants"].values() if r["peak_memory_mb"] is not None]
+        seconds = training["train_seconds"]
+        out.append((
+            f"{row['name']} ({row['type']})",
+            f"{100 * a['success_rate']:.0f}% ({100 * low:.0f}-{100 * high:.0f})",
+            f"{a['avg_steps']:.0f}",
+            f"{a['avg_reward']:.1f}",
+            f"{a['avg_max_reward']:.2f}",
+            f"{a['path_efficiency']:.2f}",
+            f"{a['inference_ms_per_step']:.1f}",
+            chunk,
+            "n/a" if seconds is None else f"{seconds / 60:.1f} min",
+            "n/a" if training["steps"] is None else str(training["steps"]),
+            f"{bench['parameters'] / 1e6:.2f} M",
+            f"{max(memory):.0f}" if memory else "n/a",
+        ))  # fmt: skip
+    return out
+
+
+def format_comparison(rows: list[dict]) -> str:
+    return format_table(COLUMNS, table_rows(rows))
+
+
+def _markdown_table(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(rows)]
+    return "\n".join(lines)
+
+
+def _notes(rows: list[dict], config: CompareConfig, device: str) -> list[str]:
+    n, seed = config.eval.n_episodes, config.seed
+    device_name = rows[0]["bench"]["device_name"]
+    return [
+        f"Each policy: {n} episodes of {config.env.type} from seeds {seed}-{seed + n - 1} (the same for every "
+        f"policy), {config.eval.batch_size} environments per batch, on {device} ({device_name}).",
+        "success: the env reported success (PushT: goal coverage above 95%); 95% Wilson interval in brackets.",
+        "avg reward: mean sum of per-step rewards; max coverage: mean of each episode's best reward (the Diffusion "
+        "Policy paper's score); path efficiency: block displacement / block path length.",
+        "eval ms/step: policy time per control step during the batched rollouts (all environments of a batch "
+        "in one call). chunk call ms: median of one full model call at batch 1 (for diffusion, per sampler).",
+        "training: wall time of the training loop and optimizer steps, from the checkpoint. peak MB: weights "
+        "plus the largest rise in memory during the batch-1 calls.",
+    ]
+
+
+def write_report(rows: list[dict], config: CompareConfig, output_dir: Path, device: str) -> Path:
+    """report.md (plots linked, relative to it) and report.html (everything embedded); returns report.md."""
+    notes = _notes(rows, config, device)
+    md = ["# Policy comparison", "", _markdown_table(rows), "", *[f"- {note}" for note in notes], ""]
+    for row in rows:
+        md += [f"## {row['name']} ({row['type']})", "", f"Checkpoint: `{row['path']}`", ""]
+        md += [f"![{kind}]({p.relative_to(output_dir)})" for kind, p in row["plots"].items()]
+        md += [
+            f"- video: [{Path(v).name}]({Path(v).relative_to(output_dir.resolve())})"
+            for v in _videos(row, output_dir)
+        ]
+        md.append("")
+    report = output_dir / "report.md"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("\n".join(md))
+    report.with_suffix(".html").write_text(_html(rows, notes, output_dir))
+    return report
+
+
+def _videos(row: dict, output_dir: Path) -> list[str]:
+    return [str(Path(v).resolve()) for v in row["eval"]["video_paths"] if Path(v).is_file()]
+
+
+def _html(rows: list[dict], notes: list[str], output_dir: Path) -> str:
+    def cell(tag: str, text: str) -> str:
+        return f"<{tag}>{html.escape(text)}</{tag}>"
+
+    table = "<tr>" + "".join(cell("th", c) for c in COLUMNS) + "</tr>"
+    table += "".join("<tr>" + "".join(cell("td", c) for c in r) + "</tr>" for r in table_rows(rows))
+    body = [f"<h1>Policy comparison</h1><table>{table}</table><ul>"]
+    body += [cell("li", note) for note in notes] + ["</ul>"]
+    for row in rows:
+        body.append(
+            f"<h2>{html.escape(row['name'])} ({row['type']})</h2><p><code>{html.escape(row['path'])}</code></p>"
+        )
+        for kind, path in row["plots"].items():
+            data = base64.b64encode(Path(path).read_bytes()).decode()
+            body.append(f'<img alt="{kind}" src="data:image/png;base64,{data}">')
+        videos = _videos(row, output_dir)
+        if videos:
+            data = base64.b64encode(Path(videos[0]).read_bytes()).decode()
+            body.append(
+                f'<p><video controls loop width="384" src="data:video/mp4;base64,{data}"></video></p>'
+            )
+    style = (
+        "body{font-family:sans-serif;max-width:1700px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%;display:block}"
+    )
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>Policy comparison</title><style>{style}</style>'
+        f"</head><body>{''.join(body)}</body></html>\n"
+    )

@@ -1,10 +1,15 @@
-# Two entry points: `make demo` (the main job on its defaults) and `make test` (lint + the whole test suite).
+# Two entry points: `make demo` (the main job: demonstrations -> ACT and Diffusion Policy -> comparison report)
+# and `make test` (lint + the whole test suite).
 # Both create .venv when it is missing. torch/torchvision are pinned here, not in pyproject.toml: these
 # versions lie on this machine's local wheel cache (no CUDA download); elsewhere pip fetches them as usual.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
+DEMO ?= outputs/demo
+PRESETS := configs/train
+# --resume=true where an earlier `make demo` left a checkpoint: an interrupted run continues, a finished one is kept
+resume = $(if $(wildcard $(1)/checkpoints/last),--resume=true)
 
 .PHONY: install demo test lint clean
 
@@ -16,8 +21,14 @@ $(BIN)/policylab: pyproject.toml
 
 install: $(BIN)/policylab
 
+# Every stage keeps what an earlier run finished: rerunning `make demo` resumes where it stopped.
 demo: install
-	$(BIN)/policylab record --dataset.root=outputs/demo/pusht --dataset.num_episodes=20
+	$(BIN)/policylab record --dataset.root=$(DEMO)/pusht --dataset.num_episodes=200 --seed=0
+	$(BIN)/policylab train --config_path=$(PRESETS)/act_pusht_keypoints_cpu.json --dataset.root=$(DEMO)/pusht \
+		--output_dir=$(DEMO)/act $(call resume,$(DEMO)/act)
+	$(BIN)/policylab train --config_path=$(PRESETS)/diffusion_pusht_keypoints_cpu.json --dataset.root=$(DEMO)/pusht \
+		--output_dir=$(DEMO)/diffusion $(call resume,$(DEMO)/diffusion)
+	$(BIN)/policylab compare --policies $(DEMO)/act $(DEMO)/diffusion --output_dir=$(DEMO)/report
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

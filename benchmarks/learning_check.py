@@ -5,8 +5,8 @@ time budget, then measure success over held-out seeds for each way of acting wit
     python benchmarks/learning_check.py --policy diffusion --dataset-root data/pusht --output-dir outputs/dp_kp --minutes 29
     python benchmarks/learning_check.py --policy act --output-dir outputs/act_kp --skip-train   # evaluate only
 
-Training runs `policylab train` with the CPU preset of the policy below (the README documents the same
-flags), resuming a run already in --output-dir. Evaluation loads `checkpoints/last` and rolls it out for
+Training runs `policylab train` with the policy's CPU preset (configs/train/*_pusht_keypoints_cpu.json, what
+`make demo` uses) for more steps, resuming a run already in --output-dir. Evaluation loads `checkpoints/last` and rolls it out for
 `--episodes` episodes from seed `--seed` (far from the recording's seeds 0..N) with each variant:
 
     act        n_action_steps=K: run the model every K steps and execute K actions of the chunk;
@@ -31,21 +31,16 @@ from safetensors.torch import load_file
 from policylab.evaluation import evaluate_policy
 from policylab.policies import PreTrainedPolicy
 
-KEYPOINTS_AND_STATE = "--policy.input_shapes={observation.state: [2], observation.environment_state: [16]}"
+PRESETS_DIR = Path(__file__).parents[1] / "configs/train"
+# The CPU presets `make demo` trains with, run longer here: the checks' budget is 30 minutes, not 8.
 PRESETS = {
-    "act": [
-        "--policy.type=act", KEYPOINTS_AND_STATE, "--policy.dim_model=128", "--policy.n_heads=4",
-        "--policy.dim_feedforward=512", "--policy.n_vae_encoder_layers=2", "--policy.chunk_size=20",
-        "--policy.n_action_steps=20", "--training.lr=1e-4", "--training.scheduler=cosine",
-        "--training.warmup_steps=500", "--training.batch_size=64", "--training.steps=15000",
-        "--training.save_freq=2500", "--training.log_freq=250",
-    ],
+    "act": [f"--config_path={PRESETS_DIR / 'act_pusht_keypoints_cpu.json'}", "--training.steps=15000"],
     "diffusion": [
-        "--policy.type=diffusion", KEYPOINTS_AND_STATE, "--policy.down_dims=[64,128,256]",
-        "--policy.noise_scheduler_type=DDIM", "--policy.num_inference_steps=10", "--training.batch_size=64",
-        "--training.steps=14000", "--training.save_freq=2500", "--training.log_freq=250",
+        f"--config_path={PRESETS_DIR / 'diffusion_pusht_keypoints_cpu.json'}",
+        "--training.steps=14000",
     ],
-}  # fmt: skip
+}
+COMMON = ["--training.save_freq=2500", "--training.log_freq=250"]
 VARIANTS = {
     "act": {
         "n_action_steps=20": {"n_action_steps": 20},
@@ -66,7 +61,7 @@ VARIANTS = {
 def train(policy: str, dataset_root: str, output_dir: Path, minutes: float, seed: int) -> float:
     """Runs the preset (resuming a run in output_dir); returns the wall minutes, start-up included."""
     command = [
-        sys.executable, "-m", "policylab.cli", "train", *PRESETS[policy], f"--dataset.root={dataset_root}",
+        sys.executable, "-m", "policylab.cli", "train", *PRESETS[policy], *COMMON, f"--dataset.root={dataset_root}",
         f"--output_dir={output_dir}", f"--training.max_minutes={minutes}", f"--seed={seed}",
     ]  # fmt: skip
     if (output_dir / "checkpoints/last").exists():

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pytest
 
 from policylab.experts.record import RecordConfig
@@ -49,3 +52,23 @@ def test_help_lists_every_flag_with_default():
     ]:
         assert flag in text
     assert "number of successful episodes to record" in text
+
+
+@pytest.mark.parametrize("preset", sorted((Path(__file__).parents[1] / "configs/train").glob("*.json")))
+def test_shipped_train_presets_parse_and_command_line_flags_override_them(preset):
+    from policylab.training import TrainConfig
+
+    config = parse_flags(TrainConfig, [f"--config_path={preset}", "--training.steps=7"], "policylab train")
+    saved = json.loads(preset.read_text())
+    assert config.policy.type == saved["policy"]["type"] and config.training.steps == 7
+    assert config.training.batch_size == saved["training"]["batch_size"]
+    assert config.policy.input_shapes == saved["policy"]["input_shapes"]
+
+
+def test_unreadable_config_path_is_one_line_naming_the_flag(tmp_path, capsys):
+    from policylab.training import TrainConfig
+
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_flags(TrainConfig, [f"--config_path={tmp_path / 'bad.json'}"], "policylab train")
+    assert exit_info.value.code == 2 and "--config_path=" in capsys.readouterr().err

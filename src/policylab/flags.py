@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import re
 import sys
 import textwrap
 import typing
+import warnings
 from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 
 import draccus
 from draccus.utils import DecodingError, ParsingError
+
+CONFIG_PATH = "config_path"  # draccus reads a config file given with --config_path=FILE
 
 
 class FlagError(SystemExit):
@@ -135,6 +139,8 @@ def format_help(prog: str, config_cls: type) -> str:
     lines += [
         "",
         "Booleans take true/false; lists take [a,b,c]. The flags of another --X.type appear once it is chosen.",
+        f"--{CONFIG_PATH}=FILE reads values from a JSON file of these flags (nested as in the names); flags given",
+        "on the command line override it.",
     ]
     return "\n".join(lines)
 
@@ -159,7 +165,7 @@ def parse_flags(config_cls: type, args: list[str], prog: str, defaults_path: str
     if any(a in ("-h", "--help") for a in args):
         print(format_help(prog, config_cls))
         raise SystemExit(0)
-    valid = all_flag_names(config_cls)
+    valid = all_flag_names(config_cls) | {CONFIG_PATH}
     for arg in args:
         if not arg.startswith("--"):
             raise FlagError(prog, f"unexpected argument '{arg}'; flags look like --name=value (see --help)")
@@ -171,13 +177,34 @@ def parse_flags(config_cls: type, args: list[str], prog: str, defaults_path: str
                 prog,
                 f"unknown flag --{name}; {hint}valid flags: {', '.join('--' + v for v in sorted(valid))}",
             )
+    config_file = next((a.split("=", 1)[1] for a in args if a.startswith(f"--{CONFIG_PATH}=")), None)
+    if config_file is not None:
+        _check_json_file(config_file, f"--{CONFIG_PATH}", prog)
     try:
-        if defaults_path is not None:  # choice types come from the saved config
+        with warnings.catch_warnings():  # draccus warns that a config file overrides the defaults: it should
+            warnings.filterwarnings("ignore", message="Overriding default", category=UserWarning)
+            if defaults_path is not None or config_file is not None:  # choice types come from the file
+                return draccus.parse(
+                    config_class=config_cls,
+                    config_path=None if defaults_path is None else str(defaults_path),
+                    args=args,
+                    prog=prog,
+                )
             return draccus.parse(
-                config_class=config_cls, config_path=str(defaults_path), args=args, prog=prog
+                config_class=config_cls, args=_with_default_choices(config_cls, args), prog=prog
             )
-        return draccus.parse(config_class=config_cls, args=_with_default_choices(config_cls, args), prog=prog)
     except DecodingError as error:
         raise FlagError(prog, f"--{'.'.join(error.key_path)}: {error.message}") from None
     except ParsingError as error:  # a config's own checks (__post_init__) failed
         raise FlagError(prog, str(error.__cause__ or error)) from None
+
+
+def _check_json_file(path: str, flag: str, prog: str) -> None:
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise FlagError(prog, f"{flag}={path}: cannot read it ({error.strerror})") from None
+    except json.JSONDecodeError as error:
+        raise FlagError(prog, f"{flag}={path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise FlagError(prog, f"{flag}={path}: expected a JSON object of flag values")

@@ -312,3 +312,14 @@ def test_frame_positions_leave_out_the_last_frames_of_each_episode(synthetic_dat
     assert len(positions) == sum(max(0, n - 3) for n in lengths)
     assert positions[0] == 0 and lengths[0] - 4 in positions and lengths[0] - 3 not in positions
     assert len(ds.frame_positions()) == len(ds)
+
+
+def test_cameras_left_out_are_never_decoded(tmp_path):
+    root = tmp_path / "ds"
+    write_synthetic_dataset(root, lengths=(4,))
+    ds = LeRobotDataset(root=root, cameras=[])
+    assert "observation.image" not in ds[0] and "action" in ds[0]
+    assert not (root / ".cache").exists()  # no frame cache: the video was not read
+    assert "observation.image" in LeRobotDataset(root=root, cameras=["observation.image"])[0]
+    with pytest.raises(DatasetError, match=r"no camera features \['observation.wrist'\].*observation.image"):
+        LeRobotDataset(root=root, cameras=["observation.wrist"])

@@ -80,6 +80,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         delta_timestamps: key -> time offsets in seconds, e.g. {"action": [0.0, 0.1, ...]}; each must be a
             multiple of 1/fps (within `tolerance_s`).
         episodes: episode indices to use (default all).
+        cameras: camera features to load (default all). Video is decoded (once, into the frame cache) only
+            for these, and only these appear in items; `cameras=[]` reads no video at all.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         delta_timestamps: dict[str, list[float]] | None = None,
         episodes: list[int] | None = None,
         tolerance_s: float = 1e-4,
+        cameras: list[str] | None = None,
     ):
         self.repo_id = repo_id
         self.root = resolve_dataset_root(repo_id, root)
@@ -102,7 +105,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
         numeric_keys = [k for k, f in self.features.items() if not is_visual(f) and f["dtype"] != "string"]
         self._columns = load_columns(self.meta, self.episodes, numeric_keys)
-        self._cameras = {key: load_camera_frames(self.meta, key) for key in self.meta.camera_keys}
+        self._cameras = {key: load_camera_frames(self.meta, key) for key in self._select_cameras(cameras)}
         lengths = np.array([e.length for e in self.episodes])
         ends = np.cumsum(lengths)
         self._episode_start = np.repeat(
@@ -113,6 +116,16 @@ class LeRobotDataset(torch.utils.data.Dataset):
             [np.arange(e.dataset_from_index, e.dataset_to_index) for e in self.episodes]
         )
         self._check_timestamps()
+
+    def _select_cameras(self, cameras: list[str] | None) -> list[str]:
+        if cameras is None:
+            return list(self.meta.camera_keys)
+        unknown = sorted(set(cameras) - set(self.meta.camera_keys))
+        if unknown:
+            raise DatasetError(
+                f"{self.root}: no camera features {unknown}; its cameras: {list(self.meta.camera_keys) or 'none'}"
+            )
+        return list(cameras)
 
     def _select_episodes(self, episodes: list[int] | None):
         if episodes is None:

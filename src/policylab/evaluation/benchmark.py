@@ -145,12 +145,18 @@ def benchmark_policy(
     """Every figure of the module docstring for the policy at `policy_path`."""
     reference = load_policy(policy_path, overrides, device)
     config = reference.config
-    windows = LeRobotDataset(root=dataset_root, delta_timestamps=_observation_windows(config, dataset_root))
+    windows = LeRobotDataset(
+        root=dataset_root,
+        delta_timestamps=_observation_windows(config, dataset_root),
+        cameras=config.image_keys,
+    )
     rng = np.random.default_rng(seed)
     chunk_inputs = observation_inputs(
         reference, windows, rng.choice(len(windows), settings.warmup + settings.n_calls)
     )
-    episode = LeRobotDataset(root=dataset_root, episodes=[windows.meta.episodes[0].episode_index])
+    episode = LeRobotDataset(
+        root=dataset_root, episodes=[windows.meta.episodes[0].episode_index], cameras=config.image_keys
+    )
     steps = np.arange(settings.control_steps) % len(episode)  # consecutive frames, repeated if short
     control_inputs = observation_inputs(reference, episode, steps)
 

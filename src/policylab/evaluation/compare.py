@@ -24,13 +24,13 @@ from policylab.evaluation.benchmark import BenchSettings, benchmark_policy, form
 from policylab.evaluation.configs import (
     HELD_OUT_SEED,
     TRAIN_CONFIG,
+    EvalConfig,
     EvalSettings,
     dataset_root_for,
     load_policy,
     training_run_of,
 )
-from policylab.evaluation.evaluate import AGGREGATED_KEYS, EVAL_INFO, write_json
-from policylab.evaluation.rollout import evaluate_policy
+from policylab.evaluation.evaluate import EVAL_INFO, eval_settings, evaluate_checkpoint, write_json
 from policylab.flags import ConfigError
 from policylab.policies.pretrained import pretrained_folder
 from policylab.training.configs import DatasetConfig
@@ -99,32 +99,13 @@ def run_compare(config: CompareConfig) -> Path:
 
 def measure_policy(name: str, path: str, folder: Path, config: CompareConfig, device) -> dict:
     """Evaluation, benchmark, plots and training facts of one policy (files in `folder`)."""
-    checkpoint = str(pretrained_folder(path).resolve())
-    eval_settings = {
-        "checkpoint": checkpoint,
-        "seed": config.seed,
-        "env": asdict(config.env),
-        **asdict(config.eval),
-    }
-    eval_info = _reuse(folder / EVAL_INFO, eval_settings)
+    as_eval = EvalConfig(env=config.env, eval=config.eval, seed=config.seed)
+    eval_info = _reuse(folder / EVAL_INFO, eval_settings(path, [], as_eval, device))
     if eval_info is None:
-        policy = load_policy(path, [], device)
-        results = evaluate_policy(
-            policy, config.env, n_episodes=config.eval.n_episodes, max_steps=config.env.max_episode_steps,
-            seed=config.seed, batch_size=config.eval.batch_size, device=device, n_videos=config.eval.n_videos,
-            video_dir=folder / "videos",
-        )  # fmt: skip
-        eval_info = {
-            "aggregated": {k: results[k] for k in AGGREGATED_KEYS},
-            "per_episode": results["per_episode"],
-            "video_paths": results["video_paths"],
-            "policy": {"path": path, "overrides": [], "config": policy.config.to_dict()},
-            "settings": eval_settings,
-        }
-        write_json(folder / EVAL_INFO, eval_info)
+        eval_info = evaluate_checkpoint(load_policy(path, [], device), path, [], as_eval, device, folder)
     dataset_root = dataset_root_for(path, config.dataset, "compare")
     bench_settings = {
-        "checkpoint": checkpoint,
+        "checkpoint": str(pretrained_folder(path).resolve()),
         "dataset": str(dataset_root),
         "device": str(device),
         **asdict(config.bench),

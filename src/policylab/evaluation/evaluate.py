@@ -9,6 +9,7 @@ from pathlib import Path
 
 from policylab.evaluation.configs import EvalConfig, default_output_dir, load_policy
 from policylab.evaluation.rollout import evaluate_policy
+from policylab.policies.pretrained import pretrained_folder
 from policylab.utils.device import select_device
 
 EVAL_INFO = "eval_info.json"
@@ -23,6 +24,31 @@ def run_eval(config: EvalConfig, overrides: list[str]) -> Path:
     device = select_device(config.device)
     policy = load_policy(config.policy.path, overrides, device)
     output_dir = Path(config.output_dir or default_output_dir("eval", policy.config.type))
+    info = evaluate_checkpoint(policy, config.policy.path, overrides, config, device, output_dir)
+    print(format_eval(info))
+    for video in info["video_paths"]:
+        print(f"video: {video}")
+    print(f"eval_info.json written to {(output_dir / EVAL_INFO).resolve()}")
+    return output_dir / EVAL_INFO
+
+
+def eval_settings(policy_path: str, overrides: list[str], config: EvalConfig, device) -> dict:
+    """Everything an evaluation's result depends on besides the code: to tell whether one can be reused."""
+    return {
+        "checkpoint": str(pretrained_folder(policy_path).resolve()),
+        "overrides": overrides,
+        "env": {"type": config.env.type, **asdict(config.env)},
+        "seed": config.seed,
+        "device": str(device),
+        **asdict(config.eval),
+    }
+
+
+def evaluate_checkpoint(
+    policy, policy_path: str, overrides: list[str], config: EvalConfig, device, output_dir: Path
+) -> dict:
+    """Roll `policy` (loaded from `policy_path` with `overrides`) out as `config` says; writes and returns
+    the eval_info dict (videos in output_dir/videos)."""
     results = evaluate_policy(
         policy,
         config.env,
@@ -38,21 +64,11 @@ def run_eval(config: EvalConfig, overrides: list[str]) -> Path:
         "aggregated": {k: results[k] for k in AGGREGATED_KEYS},
         "per_episode": results["per_episode"],
         "video_paths": results["video_paths"],
-        "policy": {
-            "path": str(config.policy.path),
-            "overrides": overrides,
-            "config": policy.config.to_dict(),
-        },
-        "env": {"type": config.env.type, **asdict(config.env)},
-        "seed": config.seed,
-        "device": str(device),
+        "policy": {"path": str(policy_path), "overrides": overrides, "config": policy.config.to_dict()},
+        "settings": eval_settings(policy_path, overrides, config, device),
     }
-    path = write_json(output_dir / EVAL_INFO, info)
-    print(format_eval(info))
-    for video in results["video_paths"]:
-        print(f"video: {video}")
-    print(f"eval_info.json written to {path.resolve()}")
-    return path
+    write_json(output_dir / EVAL_INFO, info)
+    return info
 
 
 def write_json(path: Path, data: dict) -> Path:
@@ -66,7 +82,8 @@ def write_json(path: Path, data: dict) -> Path:
 
 def format_eval(info: dict) -> str:
     """The aggregated metrics of an eval_info dict as an aligned two-column table."""
-    a, seed = info["aggregated"], info["seed"]
+    a, settings = info["aggregated"], info["settings"]
+    seed = settings["seed"]
     low, high = a["success_rate_ci95"]
     rows = [
         ("success rate", f"{100 * a['success_rate']:.1f} %  (95 % CI {100 * low:.1f}-{100 * high:.1f})"),
@@ -79,8 +96,8 @@ def format_eval(info: dict) -> str:
         ("wall time (s)", f"{a['wall_seconds']:.1f}"),
     ]
     title = (
-        f"{info['policy']['config']['type']} policy from {info['policy']['path']} on {info['env']['type']}: "
-        f"{a['n_episodes']} episodes, seeds {seed}-{seed + a['n_episodes'] - 1}, {info['device']}"
+        f"{info['policy']['config']['type']} policy from {info['policy']['path']} on {settings['env']['type']}: "
+        f"{a['n_episodes']} episodes, seeds {seed}-{seed + a['n_episodes'] - 1}, {settings['device']}"
     )
     width = max(len(name) for name, _ in rows)
     return "\n".join([title, *(f"  {name:<{width}}  {value}" for name, value in rows)])

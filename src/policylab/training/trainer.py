@@ -248,6 +248,7 @@ def train(config: TrainConfig, evaluate: Evaluate | None = None) -> Path:
         root=meta.root,
         episodes=config.dataset.episodes,
         delta_timestamps=policy_config.delta_timestamps(meta.fps),
+        cameras=policy_config.image_keys,  # a policy without cameras never decodes the dataset's video
     )
     positions = dataset.frame_positions(drop_last=policy_config.frames_dropped_at_episode_end)
     if len(positions) == 0:

@@ -16,7 +16,7 @@ import torch
 from matplotlib.figure import Figure
 
 from policylab.constants import ACTION, OBS_ENV_STATE, OBS_STATE, PAD_SUFFIX
-from policylab.datasets import LeRobotDataset
+from policylab.datasets import LeRobotDataset, LeRobotDatasetMetadata
 from policylab.envs.pusht import WORKSPACE_SIZE
 from policylab.evaluation.configs import (
     PolicyPathConfig,
@@ -77,13 +77,17 @@ def visualize_action_predictions(
     return path
 
 
+def open_with_policy_windows(policy, root: Path, episodes: list[int] | None = None) -> LeRobotDataset:
+    """The dataset at `root` with the observation and action windows `policy` predicts from and for."""
+    fps = LeRobotDatasetMetadata(root).fps
+    return LeRobotDataset(root=root, delta_timestamps=policy.config.delta_timestamps(fps), episodes=episodes)
+
+
 def _policy_windows(policy, dataset: LeRobotDataset) -> LeRobotDataset:
-    """`dataset`, or the same data reopened with the policy's observation and action windows."""
-    wanted = policy.config.delta_timestamps(dataset.meta.fps)
-    if dataset.delta_timestamps == wanted:
+    """`dataset`, or the same data reopened with the policy's windows."""
+    if dataset.delta_timestamps == policy.config.delta_timestamps(dataset.meta.fps):
         return dataset
-    episodes = [e.episode_index for e in dataset.episodes]
-    return LeRobotDataset(root=dataset.root, delta_timestamps=wanted, episodes=episodes)
+    return open_with_policy_windows(policy, dataset.root, [e.episode_index for e in dataset.episodes])
 
 
 def _current(item: dict, key: str) -> np.ndarray:
@@ -193,7 +197,7 @@ def run_plot(config: PlotConfig, overrides: list[str]) -> list[Path]:
     """`policylab plot`: draw both figures, print their paths, return them."""
     device = select_device(config.device)
     policy = load_policy(config.policy.path, overrides, device)
-    dataset = LeRobotDataset(root=dataset_root_for(config.policy.path, config.dataset, "plot"))
+    dataset = open_with_policy_windows(policy, dataset_root_for(config.policy.path, config.dataset, "plot"))
     output_dir = Path(config.output_dir or default_output_dir("plot", policy.config.type))
     paths = [
         visualize_action_predictions(

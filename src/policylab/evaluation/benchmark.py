@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from policylab.datasets import LeRobotDataset
+from policylab.datasets import LeRobotDataset, LeRobotDatasetMetadata
 from policylab.evaluation.configs import PolicyPathConfig, dataset_root_for, default_output_dir, load_policy
 from policylab.policies import PreTrainedPolicy
 from policylab.training.configs import DatasetConfig
@@ -191,8 +191,6 @@ def benchmark_policy(
 
 
 def _observation_windows(config, dataset_root: Path) -> dict[str, list[float]] | None:
-    from policylab.datasets import LeRobotDatasetMetadata
-
     windows = config.delta_timestamps(LeRobotDatasetMetadata(dataset_root).fps)
     return {k: v for k, v in windows.items() if k in config.input_shapes} or None
 

@@ -18,7 +18,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from policylab.datasets import LeRobotDataset
 from policylab.envs import EnvConfig, PushTEnvConfig
 from policylab.evaluation.benchmark import BenchSettings, benchmark_policy, format_table
 from policylab.evaluation.configs import (
@@ -36,7 +35,7 @@ from policylab.policies.pretrained import pretrained_folder
 from policylab.training.configs import DatasetConfig
 from policylab.training.metrics import METRICS_FILE
 from policylab.utils.device import select_device
-from policylab.visualize import plot_training_curves, visualize_action_predictions
+from policylab.visualize import open_with_policy_windows, plot_training_curves, visualize_action_predictions
 
 BENCH_INFO = "bench_info.json"
 
@@ -99,10 +98,11 @@ def run_compare(config: CompareConfig) -> Path:
 
 def measure_policy(name: str, path: str, folder: Path, config: CompareConfig, device) -> dict:
     """Evaluation, benchmark, plots and training facts of one policy (files in `folder`)."""
+    policy = load_policy(path, [], device)
     as_eval = EvalConfig(env=config.env, eval=config.eval, seed=config.seed)
     eval_info = _reuse(folder / EVAL_INFO, eval_settings(path, [], as_eval, device))
     if eval_info is None:
-        eval_info = evaluate_checkpoint(load_policy(path, [], device), path, [], as_eval, device, folder)
+        eval_info = evaluate_checkpoint(policy, path, [], as_eval, device, folder)
     dataset_root = dataset_root_for(path, config.dataset, "compare")
     bench_settings = {
         "checkpoint": str(pretrained_folder(path).resolve()),
@@ -117,10 +117,8 @@ def measure_policy(name: str, path: str, folder: Path, config: CompareConfig, de
         write_json(folder / BENCH_INFO, bench_info)
     plots = {"policy_comparison": folder / "policy_comparison.png"}
     if not plots["policy_comparison"].is_file():
-        policy = load_policy(path, [], device)
-        visualize_action_predictions(
-            policy, LeRobotDataset(root=dataset_root), path=plots["policy_comparison"]
-        )
+        dataset = open_with_policy_windows(policy, dataset_root)
+        visualize_action_predictions(policy, dataset, path=plots["policy_comparison"])
     run = training_run_of(path)
     if run is not None and (run / METRICS_FILE).is_file():
         plots["training_curves"] = plot_training_curves(run, folder / "training_curves.png")

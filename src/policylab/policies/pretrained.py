@@ -222,6 +222,11 @@ def check_window(batch: dict[str, Tensor], key: str, length: int, delta_indices:
     if key not in batch:
         raise ObservationError(f"the training batch is missing '{key}'; batch keys: {', '.join(batch)}")
     if batch[key].ndim < 3 or batch[key].shape[1] != length or key + PAD_SUFFIX not in batch:
+        if batch[key].ndim >= 3 and batch[key].shape[1] == length:
+            raise ObservationError(
+                f"the training batch has '{key}' but not its padding mask '{key + PAD_SUFFIX}' (B, {length}), "
+                "which LeRobotDataset(..., delta_timestamps=...) adds"
+            )
         raise ObservationError(
             f"batch['{key}'] has shape {tuple(batch[key].shape)}, but the policy trains on windows of "
             f"{length} frames (frame offsets {delta_indices[0]}..{delta_indices[-1]}): build the dataset with "

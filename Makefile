@@ -11,7 +11,7 @@ PRESETS := configs/train
 # --resume=true where an earlier `make demo` left a checkpoint: an interrupted run continues, a finished one is kept
 resume = $(if $(wildcard $(1)/checkpoints/last),--resume=true)
 
-.PHONY: install demo test lint clean
+.PHONY: install demo tune test lint clean
 
 $(BIN)/policylab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ demo: install
 	$(BIN)/policylab train --config_path=$(PRESETS)/diffusion_pusht_keypoints_cpu.json --dataset.root=$(DEMO)/pusht \
 		--output_dir=$(DEMO)/diffusion $(call resume,$(DEMO)/diffusion)
 	$(BIN)/policylab compare --policies $(DEMO)/act $(DEMO)/diffusion --output_dir=$(DEMO)/report
+
+# The built-in small CPU study: Diffusion's keypoint preset, shortened, its default search space, 2 workers.
+# Scored on max coverage: after 1,500 steps success is 0 for nearly every setting. Rerunning resumes it.
+tune: install
+	$(BIN)/policylab record --dataset.root=$(DEMO)/pusht --dataset.num_episodes=200 --seed=0
+	$(BIN)/policylab tune --config_path=$(PRESETS)/diffusion_pusht_keypoints_cpu.json --dataset.root=$(DEMO)/pusht \
+		--training.steps=1500 --tune.n_trials=6 --tune.n_workers=2 --eval.n_episodes=20 \
+		--tune.objective=avg_max_reward --output_dir=$(DEMO)/tune
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -41,13 +41,24 @@ CONFIGS = {  # name: (train flags, bench samplers or None)
         "[DDPM-100,DDIM-10]",
     ),
     "act_image_seed": (
-        ["--policy.type=act", IMAGE_INPUTS, "--policy.chunk_size=100", "--policy.n_action_steps=100",
-         "--policy.pretrained_backbone=false", "--training.batch_size=8"],
+        [
+            "--policy.type=act",
+            IMAGE_INPUTS,
+            "--policy.chunk_size=100",
+            "--policy.n_action_steps=100",
+            "--policy.pretrained_backbone=false",
+            "--training.batch_size=8",
+        ],
         None,
     ),  # fmt: skip
     "diffusion_image_seed": (
-        ["--policy.type=diffusion", IMAGE_INPUTS, "--policy.down_dims=[256,512,1024]",
-         "--policy.crop_shape=[84,84]", "--training.batch_size=64"],
+        [
+            "--policy.type=diffusion",
+            IMAGE_INPUTS,
+            "--policy.down_dims=[256,512,1024]",
+            "--policy.crop_shape=[84,84]",
+            "--training.batch_size=64",
+        ],
         "[DDPM-100,DDIM-10]",
     ),  # fmt: skip
 }
@@ -137,7 +148,9 @@ def diffusion_agreement(device: str) -> dict:
         diffusion_step_embed_dim=32,
     )
     torch.manual_seed(0)
-    weights = DiffusionPolicy(DiffusionConfig(**fields), dataset_stats=stats_for(DiffusionConfig(**fields))).state_dict()
+    weights = DiffusionPolicy(
+        DiffusionConfig(**fields), dataset_stats=stats_for(DiffusionConfig(**fields))
+    ).state_dict()
     result = {}
     for scheduler, steps in (("DDPM", 100), ("DDIM", 10)):
         config = DiffusionConfig(**fields, noise_scheduler_type=scheduler, num_inference_steps=steps)
@@ -180,7 +193,9 @@ def amp_losses(device: str) -> dict:
         losses = {}
         for precision in ("float32", "bfloat16"):
             torch.manual_seed(1)  # the same diffusion noise on the same device
-            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            with torch.autocast(
+                torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bfloat16"
+            ):
                 losses[precision] = policy.forward(batch)["loss"].item()
         losses["relative_diff"] = abs(losses["bfloat16"] - losses["float32"]) / abs(losses["float32"])
         result[name] = losses
@@ -221,7 +236,10 @@ def timings(work_dir: Path, steps: int, episodes: int, configs: list[str], devic
                   *bench_flags, log=log)  # fmt: skip
         bench = json.loads((bench_dir / "bench_info.json").read_text())
         entry["inference"] = {
-            variant: {"chunk_call_ms_p50": v["chunk_call_ms"]["p50"], "select_action_ms_mean": v["select_action_ms"]["mean"]}
+            variant: {
+                "chunk_call_ms_p50": v["chunk_call_ms"]["p50"],
+                "select_action_ms_mean": v["select_action_ms"]["mean"],
+            }
             for variant, v in bench["variants"].items()
         }
         entry["parameters"] = bench["parameters"]
@@ -236,11 +254,15 @@ def timings(work_dir: Path, steps: int, episodes: int, configs: list[str], devic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--work-dir", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=200, help="training steps per configuration")
     parser.add_argument("--episodes", type=int, default=20, help="episodes to record")
-    parser.add_argument("--device", default="cuda", help="compared with the CPU (cpu: a dry run of the checks)")
+    parser.add_argument(
+        "--device", default="cuda", help="compared with the CPU (cpu: a dry run of the checks)"
+    )
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS),
                         help="configurations to train and benchmark (none: agreement checks only)")  # fmt: skip
     args = parser.parse_args()

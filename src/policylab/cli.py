@@ -103,6 +103,33 @@ def compare(args: list[str]) -> None:
     run_compare(parse_flags(CompareConfig, _list_flag(args, "--policies"), "policylab compare"))
 
 
+def tune(args: list[str]) -> None:
+    from policylab.flags import format_help
+    from policylab.tuning import TuneConfig, run_tune
+    from policylab.tuning.configs import TUNE_PREFIXES
+    from policylab.tuning.report import write_report
+
+    if any(a in ("-h", "--help") for a in args):
+        print(format_help("policylab tune", TuneConfig))
+        print(
+            "\nEvery other flag is a `policylab train` flag shared by all trials (see `policylab train --help`)."
+        )
+        return
+    tune_args = [a for a in args if a.startswith(TUNE_PREFIXES)]
+    train_args = [a for a in args if not a.startswith(TUNE_PREFIXES)]
+    # the search space is JSON, read as such: draccus would parse it as YAML (where 1e-5 is a string)
+    space = [a.split("=", 1)[1] for a in tune_args if a.startswith("--tune.space=")]
+    config = parse_flags(
+        TuneConfig, [a for a in tune_args if not a.startswith("--tune.space=")], "policylab tune"
+    )
+    config.tune.space = space[-1] if space else None
+    study = run_tune(config, tune_args, train_args)
+    if config.tune.worker_id != 0:
+        return
+    for path in write_report(study, config.tune.objective, train_args, Path(config.folder)):
+        print(f"written: {path.resolve()}")
+
+
 def _list_flag(args: list[str], flag: str) -> list[str]:
     """`--policies A B C` (values separated by spaces, as shells expand globs) as `--policies=[A,B,C]`."""
     if flag not in args:
@@ -138,6 +165,7 @@ COMMANDS = {
     "bench": (bench, "time a trained policy's inference at batch 1"),
     "plot": (plot, "draw a policy's predicted vs demonstrated actions, and its training curves"),
     "compare": (compare, "evaluate and benchmark several policies on the same seeds into one report"),
+    "tune": (tune, "search training settings with Optuna (train + evaluate per trial), resumable, parallel"),
 }
 
 

@@ -30,6 +30,7 @@ class FlagError(SystemExit):
     def __init__(self, prog: str, message: str):
         print(f"{prog}: error: {message}", file=sys.stderr)
         super().__init__(2)
+        self.message = message
 
 
 class ConfigError(ValueError):

@@ -218,7 +218,7 @@ def test_diffusion_trains_with_ema_and_a_resume_from_an_earlier_checkpoint_is_ex
     out = tmp_path / "dp"
     args = ["train", *TINY_DIFFUSION_FLAGS, KEYPOINT_INPUTS, f"--dataset.root={recorded_pusht}", f"--output_dir={out}",
             "--training.batch_size=8", "--training.steps=6", "--training.save_freq=3", "--training.log_freq=1",
-            "--training.warmup_steps=0", "--training.ema_decay=0.5", "--device=cpu"]  # fmt: skip (exact: CPU)
+            "--training.warmup_steps=0", "--training.ema_decay=0.5", "--device=cpu"]  # fmt: skip
     result = run_policylab(*args)
     assert result.returncode == 0, result.stderr
     straight = losses(out)

@@ -69,6 +69,36 @@ def test_a_study_records_trials_reports_the_best_and_draws_plots(recorded_pusht,
 
 
 @pytest.mark.slow
+def test_a_trial_below_the_median_at_an_intermediate_evaluation_is_pruned(recorded_pusht, tmp_path):
+    out = tmp_path / "study"
+    out.mkdir()
+    study = optuna.create_study(
+        study_name="policylab", storage=f"sqlite:///{out}/study.db", direction="maximize"
+    )
+    study.add_trial(  # an earlier trial with perfect coverage at step 2: any real trial is below it
+        optuna.trial.create_trial(
+            params={"training.lr": 1e-3, "policy.kl_weight": 10},
+            distributions={
+                "training.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+                "policy.kl_weight": optuna.distributions.CategoricalDistribution([1, 10, 100]),
+            },
+            intermediate_values={2: 1.0, 4: 1.0},
+            value=1.0,
+        )
+    )
+    result = run_policylab(
+        *tune_args(
+            recorded_pusht, out, "--tune.n_trials=2", "--tune.n_evaluations=2", "--tune.prune_after_trials=1"
+        )
+    )
+    assert result.returncode == 0, result.stderr
+    pruned = trials(out)[1]
+    assert pruned.state.name == "PRUNED"
+    assert list(pruned.intermediate_values) == [2]  # stopped at the first evaluation, not trained to step 4
+    assert "pruned at step 2" in (out / "tune_results.md").read_text()
+
+
+@pytest.mark.slow
 def test_a_killed_study_resumes_without_repeating_finished_trials(recorded_pusht, tmp_path):
     out = tmp_path / "study"
     # trials of ~2 s: time to catch one running and kill it

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
+from policylab.tuning.space import as_flag, decode_choice  # noqa: E402
 from policylab.tuning.study import ERROR_ATTR  # noqa: E402
 
 RESULTS_CSV, RESULTS_MD, BEST_COMMAND = "tune_results.csv", "tune_results.md", "best_train_command.txt"
@@ -43,8 +44,8 @@ def write_report(study: optuna.Study, objective: str, train_args: list[str], fol
 
 def best_train_command(train_args: list[str], best: FrozenTrial, folder: Path) -> str:
     """The `policylab train` command line that reproduces the best trial's settings."""
-    args = ["policylab", "train", *train_args, *best.user_attrs["flags"], f"--output_dir={folder / 'best'}"]
-    return shlex.join(args)
+    flags = [as_flag(name, decode_choice(value)) for name, value in best.params.items()]
+    return shlex.join(["policylab", "train", *train_args, *flags, f"--output_dir={folder / 'best'}"])
 
 
 def _best(study: optuna.Study) -> FrozenTrial | None:

@@ -93,7 +93,7 @@ def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
                 json.dumps(c) if isinstance(c, (list, dict)) else c for c in spec
             ]  # Optuna takes scalars
             choice = trial.suggest_categorical(name, encoded)
-            values[name] = spec[encoded.index(choice)]
+            values[name] = decode_choice(choice)
         elif is_integer_range(spec):
             values[name] = trial.suggest_int(name, spec["low"], spec["high"], step=spec.get("step", 1),
                                              log=spec.get("log", False))  # fmt: skip
@@ -101,6 +101,11 @@ def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
             values[name] = trial.suggest_float(name, spec["low"], spec["high"], step=spec.get("step"),
                                                log=spec.get("log", False))  # fmt: skip
     return values
+
+
+def decode_choice(value: Any) -> Any:
+    """A parameter as Optuna stores it, back as the flag's value (list and dict choices are JSON strings)."""
+    return json.loads(value) if isinstance(value, str) and value[:1] in "[{" else value
 
 
 def is_integer_range(spec: dict) -> bool:

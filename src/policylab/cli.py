@@ -52,10 +52,11 @@ def train(args: list[str]) -> None:
     evaluate = None
     if config.training.eval_freq:
         from policylab.evaluation import evaluate_policy
+        from policylab.evaluation.configs import HELD_OUT_SEED
 
         def evaluate(policy) -> dict:
             results = evaluate_policy(
-                policy, "pusht", n_episodes=config.training.eval_episodes, seed=config.seed, progress=False
+                policy, "pusht", n_episodes=config.training.eval_episodes, seed=HELD_OUT_SEED, progress=False
             )
             return {k: v for k, v in results.items() if isinstance(v, (int, float))}
 
@@ -103,6 +104,25 @@ def compare(args: list[str]) -> None:
     run_compare(parse_flags(CompareConfig, _list_flag(args, "--policies"), "policylab compare"))
 
 
+def distill(args: list[str]) -> None:
+    from policylab.training.distill import DISTILL_CONFIG, DistillConfig, run_distill
+
+    saved = _saved_run_config(args, DISTILL_CONFIG)
+    config = parse_flags(DistillConfig, args, "policylab distill", defaults_path=saved)
+    try:
+        output_dir = run_distill(config)
+    except KeyboardInterrupt:
+        print(
+            f"\npolicylab distill: interrupted; continue with: policylab distill --output_dir={config.output_dir} "
+            "--resume=true",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
+    print(
+        f"student checkpoints written to {Path(output_dir, 'checkpoints').resolve()} (newest: checkpoints/last)"
+    )
+
+
 def tune(args: list[str]) -> None:
     from policylab.flags import format_help
     from policylab.tuning import TuneConfig, run_tune
@@ -139,12 +159,12 @@ def _list_flag(args: list[str], flag: str) -> list[str]:
     return [*args[:start], f"{flag}=[{','.join(args[start + 1 : end])}]", *args[end:]]
 
 
-def _saved_run_config(args: list[str]) -> Path | None:
-    """With --resume=true, the run's saved train_config.json supplies every flag not given again."""
+def _saved_run_config(args: list[str], name: str = "train_config.json") -> Path | None:
+    """With --resume=true, the run's saved config file supplies every flag not given again."""
     flags = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
     if flags.get("resume", "false").lower() not in ("true", "1", "yes") or "output_dir" not in flags:
         return None
-    saved = Path(flags["output_dir"]) / "train_config.json"
+    saved = Path(flags["output_dir"]) / name
     if not saved.is_file():
         return None
     try:
@@ -165,6 +185,7 @@ COMMANDS = {
     "bench": (bench, "time a trained policy's inference at batch 1"),
     "plot": (plot, "draw a policy's predicted vs demonstrated actions, and its training curves"),
     "compare": (compare, "evaluate and benchmark several policies on the same seeds into one report"),
+    "distill": (distill, "distill a trained Diffusion Policy into a 1-to-few-step consistency student"),
     "tune": (tune, "search training settings with Optuna (train + evaluate per trial), resumable, parallel"),
 }
 

@@ -158,3 +158,46 @@ def test_compare_reports_both_policies_and_reuses_its_measurements(runs, tmp_pat
     measured = eval_info.stat().st_mtime_ns
     assert run_policylab(*args).returncode == 0
     assert eval_info.stat().st_mtime_ns == measured  # same checkpoint and settings: not measured again
+
+
+def test_distill_writes_a_student_that_eval_bench_and_compare_take_as_they_are(runs, tmp_path):
+    student = tmp_path / "student"
+    steps = [
+        "--training.steps=4",
+        "--training.batch_size=4",
+        "--training.save_freq=2",
+        "--training.log_freq=1",
+    ]
+    result = run_policylab(
+        "distill", f"--teacher.path={runs['diffusion']}", f"--output_dir={student}", *steps
+    )
+    assert result.returncode == 0, result.stderr
+    config = json.loads((student / "checkpoints/last/pretrained_model/config.json").read_text())
+    assert (config["noise_scheduler_type"], config["num_inference_steps"]) == ("LCM", 1)
+    logged = [json.loads(line) for line in (student / "metrics.jsonl").read_text().splitlines()]
+    assert {"consistency_loss", "dsm_loss"} <= set(logged[0])
+    longer = run_policylab("distill", f"--output_dir={student}", "--resume=true", "--training.steps=6")
+    assert longer.returncode == 0, longer.stderr  # the teacher and settings come from distill_config.json
+    assert (student / "checkpoints/last").resolve().name == "000006"
+
+    bench = run_policylab("bench", f"--policy.path={student}", "--bench.n_calls=2", "--bench.warmup=1",
+                          "--bench.control_steps=4", f"--output_dir={tmp_path / 'bench'}")  # fmt: skip
+    assert bench.returncode == 0, bench.stderr
+    assert list(json.loads((tmp_path / "bench/bench_info.json").read_text())["variants"]) == [
+        "LCM-1",
+        "LCM-3",
+    ]
+    compare = run_policylab(
+        "compare", "--policies", str(runs["act"]), str(runs["diffusion"]), str(student), "--eval.n_episodes=2",
+        "--eval.n_videos=1", SHORT_EPISODES, "--bench.n_calls=2", "--bench.warmup=1", "--bench.control_steps=4",
+        f"--output_dir={tmp_path / 'report'}",
+    )  # fmt: skip
+    assert compare.returncode == 0, compare.stderr
+    report = (tmp_path / "report/report.md").read_text()
+    assert "| student (diffusion) | " in report and "LCM-1" in report and "DDPM-20" in report
+
+
+def test_distill_refuses_a_teacher_that_is_not_diffusion(runs, tmp_path):
+    result = run_policylab("distill", f"--teacher.path={runs['act']}", f"--output_dir={tmp_path / 's'}")
+    assert result.returncode == 2
+    assert "is an 'act' policy; distill takes a diffusion one" in result.stderr

@@ -35,7 +35,7 @@ from policylab.training.configs import DatasetConfig
 from policylab.utils.device import select_device
 from policylab.utils.memory import PeakMemory
 
-SAMPLER_TYPES = ("DDPM", "DDIM")
+SAMPLER_TYPES = ("DDPM", "DDIM", "LCM")
 
 
 @dataclass
@@ -46,19 +46,21 @@ class BenchSettings:
     warmup: untimed calls first (allocations, kernel selection, caches).
     control_steps: consecutive select_action calls timed per sampler setting.
     samplers: for diffusion policies, the sampler settings to compare on the same weights, each
-        TYPE-STEPS with TYPE DDPM or DDIM, e.g. [DDPM-100,DDIM-10].
+        TYPE-STEPS with TYPE DDPM, DDIM or LCM (a consistency student), e.g. [DDPM-100,DDIM-10]; default
+        the full DDPM chain and DDIM-10 ([DDPM-100,DDIM-10] with 100 training steps), or [LCM-1,LCM-3] for a
+        student of `policylab distill`.
     """
 
     n_calls: int = 20
     warmup: int = 3
     control_steps: int = 100
-    samplers: list[str] = field(default_factory=lambda: ["DDPM-100", "DDIM-10"])
+    samplers: list[str] | None = None
 
     def __post_init__(self):
         for name in ("n_calls", "control_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--bench.{name} must be at least 1, got {getattr(self, name)}")
-        for spec in self.samplers:
+        for spec in self.samplers or []:
             parse_sampler(spec)
 
 
@@ -91,13 +93,21 @@ def parse_sampler(spec: str) -> dict:
     return {"noise_scheduler_type": kind.upper(), "num_inference_steps": int(steps)}
 
 
-def sampler_settings(policy: PreTrainedPolicy, samplers: list[str]) -> dict[str, list[str]]:
+def sampler_settings(policy: PreTrainedPolicy, samplers: list[str] | None) -> dict[str, list[str]]:
     """Name -> `--policy.*` overrides of each setting to time; one setting, as saved, for other policies."""
     if not hasattr(policy.config, "noise_scheduler_type"):
         return {"as trained": []}
+    samplers = samplers or default_samplers(policy.config)
     return {
         spec: [f"--policy.{name}={value}" for name, value in parse_sampler(spec).items()] for spec in samplers
     }
+
+
+def default_samplers(config) -> list[str]:
+    """A diffusion policy's full DDPM chain and DDIM-10; a consistency student's 1 and 3 steps."""
+    if config.noise_scheduler_type == "LCM":
+        return ["LCM-1", f"LCM-{min(3, config.original_inference_steps)}"]
+    return [f"DDPM-{config.num_train_timesteps}", f"DDIM-{min(10, config.num_train_timesteps)}"]
 
 
 def latency_stats(milliseconds: list[float]) -> dict[str, float]:

@@ -49,7 +49,7 @@ class TrainingConfig:
     log_freq: write averaged metrics to metrics.jsonl every this many steps.
     save_freq: write a checkpoint every this many steps (and always at the end).
     eval_freq: evaluate in the simulator every this many steps (0: never).
-    eval_episodes: episodes per evaluation during training.
+    eval_episodes: episodes per evaluation during training (from the held-out seeds 100000, ...).
     max_minutes: stop (with a checkpoint) after this much training time; resume later with --resume=true.
     log: where metrics go besides the progress bar: jsonl, or tensorboard as well (needs tensorboard).
     """

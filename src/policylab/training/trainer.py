@@ -15,6 +15,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -224,11 +225,18 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
 
 
-def train(config: TrainConfig, evaluate: Evaluate | None = None) -> Path:
+def train(
+    config: TrainConfig,
+    evaluate: Evaluate | None = None,
+    objective: Callable[[PreTrainedPolicy], torch.nn.Module] | None = None,
+    initial_weights: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Run (or resume) the training described by `config`; returns the output folder.
 
     `evaluate(policy) -> metrics` is called every `training.eval_freq` steps (with the EMA weights when
     EMA is on) and its result is logged.
+    `objective(policy)` gives the module whose `forward(batch)["loss"]` is minimized (default: the policy's
+    own loss); the policy is what is optimized and saved. `initial_weights` start a new run (not a resumed one).
     """
     check_config(config)
     device = select_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -258,8 +266,16 @@ def train(config: TrainConfig, evaluate: Evaluate | None = None) -> Path:
         )
     hyper = resolve_hyperparameters(config, policy_config, len(positions), ddp.world_size)
     policy = PreTrainedPolicy.policy_class(policy_config)(policy_config, dataset_stats=meta.stats).to(device)
+    if checkpoint is None and initial_weights is not None:
+        policy.load_state_dict(initial_weights)
     state = make_training_state(policy, hyper, device)
     start_step = 0 if checkpoint is None else load_checkpoint(checkpoint, policy, state)
+    if start_step >= hyper.steps and ddp.is_main:
+        print(
+            f"policylab train: the run in {output_dir} already finished its {hyper.steps} steps; nothing to do "
+            f"(a larger --training.steps trains it further)",
+            file=sys.stderr,
+        )
     if ddp.world_size > 1:  # each process draws its own noise (dropout, diffusion) after a common start
         torch.manual_seed(config.seed + 1_000_003 * ddp.rank + start_step)
     if ddp.is_main:
@@ -269,10 +285,10 @@ def train(config: TrainConfig, evaluate: Evaluate | None = None) -> Path:
             json.dumps(dataclasses.asdict(hyper), indent=2) + "\n"
         )
 
-    model = policy
+    model = policy if objective is None else objective(policy)
     if ddp.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
-            policy, device_ids=[device.index] if device.type == "cuda" else None
+            model, device_ids=[device.index] if device.type == "cuda" else None
         )
     num_workers = config.training.num_workers
     if num_workers is None:

@@ -9,7 +9,7 @@ from policylab.constants import OBS_IMAGE
 from policylab.policies.backbones import RESNETS
 from policylab.policies.pretrained import PreTrainedConfig, TrainingPreset
 
-NOISE_SCHEDULERS = ("DDPM", "DDIM")
+NOISE_SCHEDULERS = ("DDPM", "DDIM", "LCM")
 PREDICTION_TYPES = ("epsilon", "sample")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
@@ -37,14 +37,18 @@ class DiffusionConfig(PreTrainedConfig):
     n_groups: group-norm groups in the UNet.
     diffusion_step_embed_dim: size of the diffusion-step embedding.
     use_film_scale_modulation: FiLM with scale and bias (else bias only) from the conditioning.
-    noise_scheduler_type: DDPM or DDIM (may be changed on a trained model: both share the training noise).
+    noise_scheduler_type: DDPM or DDIM (may be changed on a trained model: both share the training noise), or
+        LCM: consistency sampling in 1 to a few steps, for a student trained by `policylab distill`.
     num_train_timesteps: diffusion steps of the forward process.
     beta_schedule: linear, scaled_linear or squaredcos_cap_v2.
     beta_start, beta_end: first and last beta of linear schedules.
     prediction_type: what the network predicts: epsilon (the noise) or sample (the clean actions).
     clip_sample: clip each denoised estimate to [-clip_sample_range, clip_sample_range].
     clip_sample_range: see clip_sample.
-    num_inference_steps: denoising steps when sampling (default num_train_timesteps; e.g. 10 with DDIM).
+    num_inference_steps: denoising steps when sampling (default num_train_timesteps; e.g. 10 with DDIM; 1 to
+        3 with LCM).
+    original_inference_steps: LCM only: the teacher's discretisation the student was distilled on, in steps
+        (num_train_timesteps / skip); LCM samples from these time steps.
     do_mask_loss_for_padding: leave actions past the episode's end out of the loss.
     drop_n_last_frames: frames at the end of each episode that training does not start windows from (their
         windows would be mostly padding). Default: horizon - n_action_steps - n_obs_steps + 1, as LeRobot.
@@ -74,6 +78,7 @@ class DiffusionConfig(PreTrainedConfig):
     clip_sample: bool = True
     clip_sample_range: float = 1.0
     num_inference_steps: int | None = None
+    original_inference_steps: int = 10
     do_mask_loss_for_padding: bool = False
     drop_n_last_frames: int | None = None
 
@@ -111,6 +116,16 @@ class DiffusionConfig(PreTrainedConfig):
         ):
             raise ValueError(
                 f"num_inference_steps={self.num_inference_steps} must be in 1..{self.num_train_timesteps}"
+            )
+        if self.num_train_timesteps % self.original_inference_steps:
+            raise ValueError(
+                f"original_inference_steps={self.original_inference_steps} must divide "
+                f"num_train_timesteps={self.num_train_timesteps}"
+            )
+        if self.noise_scheduler_type == "LCM" and self.inference_steps > self.original_inference_steps:
+            raise ValueError(
+                f"LCM samples at most original_inference_steps={self.original_inference_steps} steps, "
+                f"num_inference_steps={self.num_inference_steps} asked for more"
             )
         if self.pretrained_backbone_weights and self.use_group_norm:
             raise ValueError(

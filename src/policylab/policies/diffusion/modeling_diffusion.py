@@ -5,7 +5,8 @@
     sampling:  N(0, I) (B, T, Da) --num_inference_steps of DDPM or DDIM (diffusers)--> actions
 
 The noise schedulers are diffusers' (`DDPMScheduler`, `DDIMScheduler`); both share the training noise
-schedule, so the sampler and its number of steps can be changed on a trained model.
+schedule, so the sampler and its number of steps can be changed on a trained model. A student distilled
+for consistency (`consistency.py`, `policylab distill`) samples with `LCMScheduler` in 1 to a few steps.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import deque
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, LCMScheduler
 from torch import Tensor
 
 from policylab.constants import ACTION, PAD_SUFFIX
@@ -29,9 +30,8 @@ from policylab.policies.pretrained import (
 )
 
 
-def make_noise_scheduler(config: DiffusionConfig) -> DDPMScheduler | DDIMScheduler:
-    scheduler_cls = DDPMScheduler if config.noise_scheduler_type == "DDPM" else DDIMScheduler
-    return scheduler_cls(
+def make_noise_scheduler(config: DiffusionConfig) -> DDPMScheduler | DDIMScheduler | LCMScheduler:
+    schedule = dict(
         num_train_timesteps=config.num_train_timesteps,
         beta_start=config.beta_start,
         beta_end=config.beta_end,
@@ -40,6 +40,9 @@ def make_noise_scheduler(config: DiffusionConfig) -> DDPMScheduler | DDIMSchedul
         clip_sample_range=config.clip_sample_range,
         prediction_type=config.prediction_type,
     )
+    if config.noise_scheduler_type == "LCM":
+        return LCMScheduler(**schedule, original_inference_steps=config.original_inference_steps)
+    return (DDPMScheduler if config.noise_scheduler_type == "DDPM" else DDIMScheduler)(**schedule)
 
 
 class DiffusionPolicy(PreTrainedPolicy):
@@ -141,20 +144,28 @@ class DiffusionPolicy(PreTrainedPolicy):
         """Denoising loss on a batch from `LeRobotDataset(..., delta_timestamps=config.delta_timestamps(fps))`:
         MSE between the UNet's output and the noise (or the clean actions, with prediction_type=sample)."""
         config = self.config
-        check_window(batch, ACTION, config.horizon, config.action_delta_indices)
-        for key in config.input_shapes:
-            check_window(batch, key, config.n_obs_steps, config.observation_delta_indices)
-        inputs = self.normalize_inputs(standardize_observation(batch, config.input_shapes, self.device))
-        global_cond = self.observation_encoder(inputs)  # (B, To * D_obs)
-        actions = self.normalize_targets({ACTION: batch[ACTION].to(self.device)})[ACTION]  # (B, T, Da)
-
+        global_cond, actions = self.encode_batch(batch)
         noise = torch.randn_like(actions)
         timesteps = torch.randint(0, config.num_train_timesteps, (actions.shape[0],), device=self.device)
         noisy = self.noise_scheduler.add_noise(actions, noise, timesteps)
         predicted = self.unet(noisy, timesteps, global_cond)
         target = noise if config.prediction_type == "epsilon" else actions
         loss = F.mse_loss(predicted, target, reduction="none")  # (B, T, Da)
-        if config.do_mask_loss_for_padding:  # the mean over real (not padded) actions
-            valid = ~batch[ACTION + PAD_SUFFIX].to(self.device).bool().unsqueeze(-1)  # (B, T, 1)
-            return {"loss": (loss * valid).sum() / (valid.sum() * loss.shape[-1]).clamp_min(1)}
-        return {"loss": loss.mean()}
+        return {"loss": self.mean_over_actions(loss, batch)}
+
+    def encode_batch(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """A training batch as (global condition (B, To * D_obs), normalized actions (B, T, Da))."""
+        config = self.config
+        check_window(batch, ACTION, config.horizon, config.action_delta_indices)
+        for key in config.input_shapes:
+            check_window(batch, key, config.n_obs_steps, config.observation_delta_indices)
+        inputs = self.normalize_inputs(standardize_observation(batch, config.input_shapes, self.device))
+        actions = self.normalize_targets({ACTION: batch[ACTION].to(self.device)})[ACTION]
+        return self.observation_encoder(inputs), actions
+
+    def mean_over_actions(self, loss: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """Mean of a per-action loss (B, T, Da), over real (not padded) actions with do_mask_loss_for_padding."""
+        if not self.config.do_mask_loss_for_padding:
+            return loss.mean()
+        valid = ~batch[ACTION + PAD_SUFFIX].to(self.device).bool().unsqueeze(-1)  # (B, T, 1)
+        return (loss * valid).sum() / (valid.sum() * loss.shape[-1]).clamp_min(1)

@@ -1,0 +1,133 @@
+"""`policylab distill`: train a consistency student of a trained Diffusion Policy with the training engine.
+
+The student is a `diffusion` policy with the teacher's architecture and weights to start from, sampling
+with noise_scheduler_type=LCM and predicting actions directly (prediction_type=sample: from the cosine
+schedule's last noise level, sqrt(alpha_bar) ~ 0.003, an action estimate derived from a noise prediction
+magnifies its error some 300 times); it is trained with `ConsistencyDistillation` on the teacher's dataset and
+saved like any checkpoint, so eval, bench, plot and compare take it as they take the teacher.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from policylab.evaluation.configs import dataset_root_for, load_policy
+from policylab.flags import ConfigError
+from policylab.policies.diffusion import DiffusionPolicy
+from policylab.policies.diffusion.consistency import ConsistencyDistillation
+from policylab.training.configs import DatasetConfig, TrainConfig, TrainingConfig
+from policylab.training.trainer import train
+from policylab.utils.device import select_device
+
+DISTILL_CONFIG = "distill_config.json"
+
+
+@dataclass
+class TeacherConfig:
+    """The trained Diffusion Policy to distill.
+
+    path: its training run folder (newest checkpoint), a checkpoint folder or a pretrained_model folder; the
+        weights saved there (the EMA weights when training kept an EMA) are the teacher.
+    """
+
+    path: str | None = None
+
+
+@dataclass
+class DistillSettings:
+    """The consistency distillation.
+
+    original_inference_steps: N noise levels of the teacher's schedule the student learns to map straight to
+        actions; the teacher steps (DDIM) between neighbouring levels, num_train_timesteps / N apart.
+    inference_steps: consistency steps the student samples with, saved in its config (1 to N; change it at
+        eval time with --policy.num_inference_steps).
+    dsm_weight: weight of the student's own denoising loss (its action estimate against the demonstrated
+        actions) next to the consistency loss (Consistency Policy's regularizer); 0 turns it off.
+    huber_c: constant of the pseudo-Huber consistency loss (0: squared error).
+    target_decay: EMA decay of the target network the consistency loss compares with.
+    """
+
+    original_inference_steps: int = 10
+    inference_steps: int = 1
+    dsm_weight: float = 1.0
+    huber_c: float = 0.001
+    target_decay: float = 0.95
+
+
+@dataclass
+class DistillConfig:
+    """policylab distill: distill a trained Diffusion Policy into a 1-to-few-step consistency student.
+
+    dataset: default the dataset the teacher was trained on.
+    training: the engine's settings, as for `policylab train` (the Diffusion preset fills the unset ones).
+    output_dir: where the student's checkpoints, metrics.jsonl and distill_config.json go (default
+        outputs/distill/<time>_diffusion).
+    resume: continue the distillation in output_dir from its last checkpoint (its saved settings are used).
+    seed: seeds the data order and noise.
+    device: cuda, mps or cpu (default: the first available, in that order).
+    """
+
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    distill: DistillSettings = field(default_factory=DistillSettings)
+    training: TrainingConfig = field(default_factory=lambda: TrainingConfig(steps=2000, batch_size=64))
+    output_dir: str | None = None
+    resume: bool = False
+    seed: int = 1000
+    device: str | None = None
+
+
+def run_distill(config: DistillConfig) -> Path:
+    """Distill `config.teacher.path` into a student written to `config.output_dir`; returns that folder."""
+    device = select_device(config.device)
+    teacher = load_policy(config.teacher.path, [], device)
+    if not isinstance(teacher, DiffusionPolicy):
+        raise ConfigError(
+            f"--teacher.path={config.teacher.path} is an {teacher.config.type!r} policy; distill takes a diffusion one"
+        )
+    if teacher.config.noise_scheduler_type == "LCM":
+        raise ConfigError(
+            f"--teacher.path={config.teacher.path} is already a consistency student; give its teacher"
+        )
+    settings = config.distill
+    try:
+        student_config = dataclasses.replace(
+            teacher.config,
+            noise_scheduler_type="LCM",
+            prediction_type="sample",
+            num_inference_steps=settings.inference_steps,
+            original_inference_steps=settings.original_inference_steps,
+        )
+    except ValueError as error:
+        raise ConfigError(f"--distill.*: {error}") from None
+    root = dataset_root_for(config.teacher.path, config.dataset, "distill")
+    output_dir = Path(config.output_dir or f"outputs/distill/{_timestamp()}_diffusion")
+    train_config = TrainConfig(
+        dataset=DatasetConfig(root=str(root), episodes=config.dataset.episodes),
+        policy=student_config,
+        training=config.training,
+        output_dir=str(output_dir),
+        resume=config.resume,
+        seed=config.seed,
+        device=config.device,
+    )
+    if not (output_dir / "checkpoints/last").exists():  # a new run: record how to resume it
+        output_dir.mkdir(parents=True, exist_ok=True)
+        saved = {**dataclasses.asdict(config), "output_dir": str(output_dir), "resume": False}
+        (output_dir / DISTILL_CONFIG).write_text(json.dumps(saved, indent=2) + "\n")
+
+    def objective(student: DiffusionPolicy) -> ConsistencyDistillation:
+        return ConsistencyDistillation(
+            student, teacher, settings.dsm_weight, settings.huber_c, settings.target_decay
+        )
+
+    return train(train_config, objective=objective, initial_weights=teacher.state_dict())
+
+
+def _timestamp() -> str:
+    import datetime
+
+    return f"{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}"

@@ -195,7 +195,8 @@ def parse_flags(config_cls: type, args: list[str], prog: str, defaults_path: str
                 config_class=config_cls, args=_with_default_choices(config_cls, args), prog=prog
             )
     except DecodingError as error:
-        raise FlagError(prog, f"--{'.'.join(error.key_path)}: {error.message}") from None
+        hint = " (lists take [a,b,c])" if "list" in error.message else ""
+        raise FlagError(prog, f"--{'.'.join(error.key_path)}: {error.message}{hint}") from None
     except ParsingError as error:  # a config's own checks (__post_init__) failed
         raise FlagError(prog, str(error.__cause__ or error)) from None
 

@@ -201,3 +201,20 @@ def test_distill_refuses_a_teacher_that_is_not_diffusion(runs, tmp_path):
     result = run_policylab("distill", f"--teacher.path={runs['act']}", f"--output_dir={tmp_path / 's'}")
     assert result.returncode == 2
     assert "is an 'act' policy; distill takes a diffusion one" in result.stderr
+
+
+def test_bench_sweep_times_and_evaluates_each_setting_and_plots_speed_against_quality(runs, tmp_path):
+    result = run_policylab(
+        "bench", f"--policy.path={runs['diffusion']}", "--sweep.steps=[1,2,500]", "--sweep.samplers=[DDIM]",
+        "--sweep.n_episodes=1", "--bench.n_calls=2", "--bench.warmup=1", "--bench.control_steps=4",
+        f"--output_dir={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    sweep = json.loads((tmp_path / "bench_info.json").read_text())["sweep"]
+    assert list(sweep) == ["DDIM-1", "DDIM-2"]  # 500 steps exceed the 20-step schedule: skipped
+    for row in sweep.values():
+        assert {"success_rate", "success_rate_ci95", "avg_max_reward", "chunk_call_ms_p50"} <= set(row)
+    with Image.open(tmp_path / "speed_quality.png") as image:
+        assert image.format == "PNG" and image.size == (1000, 400)
+    act = run_policylab("bench", f"--policy.path={runs['act']}", "--sweep.steps=[1]")
+    assert act.returncode == 2 and "no sampler to sweep (diffusion only)" in act.stderr

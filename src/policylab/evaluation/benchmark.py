@@ -15,10 +15,14 @@ Also reported: parameters, floating-point operations per chunk call (matmuls, co
 counted by `torch.utils.flop_counter`), and peak memory: the weights and buffers plus the most the memory
 in use rose during the chunk calls (on CPU the process's resident set, on CUDA the allocator's tensors; see
 `PeakMemory`).
+
+With `--sweep.steps`, every sampler setting is also evaluated in the simulator (`sweep.py`), giving the
+speed/quality table and `speed_quality.png`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 from dataclasses import dataclass, field
@@ -29,7 +33,20 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from policylab.datasets import LeRobotDataset, LeRobotDatasetMetadata
-from policylab.evaluation.configs import PolicyPathConfig, dataset_root_for, default_output_dir, load_policy
+from policylab.evaluation.configs import (
+    HELD_OUT_SEED,
+    PolicyPathConfig,
+    dataset_root_for,
+    default_output_dir,
+    load_policy,
+)
+from policylab.evaluation.sweep import (
+    SPEED_QUALITY,
+    SweepSettings,
+    evaluate_settings,
+    plot_speed_quality,
+    sweep_specs,
+)
 from policylab.policies import PreTrainedPolicy
 from policylab.training.configs import DatasetConfig
 from policylab.utils.device import select_device
@@ -77,6 +94,7 @@ class BenchConfig:
     policy: PolicyPathConfig = field(default_factory=PolicyPathConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     bench: BenchSettings = field(default_factory=BenchSettings)
+    sweep: SweepSettings = field(default_factory=SweepSettings)
     output_dir: str | None = None
     seed: int = 0
     device: str | None = None
@@ -222,14 +240,42 @@ def run_bench(config: BenchConfig, overrides: list[str]) -> Path:
 
     device = select_device(config.device)
     root = dataset_root_for(config.policy.path, config.dataset, "bench")
-    results = benchmark_policy(config.policy.path, overrides, root, config.bench, device, config.seed)
+    settings = config.bench
+    if config.sweep.steps:
+        reference = load_policy(config.policy.path, overrides, device)
+        settings = dataclasses.replace(settings, samplers=sweep_specs(reference.config, config.sweep))
+    results = benchmark_policy(config.policy.path, overrides, root, settings, device, config.seed)
     results["policy_path"] = str(config.policy.path)
     results["dataset_root"] = str(root)
     output_dir = Path(config.output_dir or default_output_dir("bench", results["policy_type"]))
-    path = write_json(output_dir / "bench_info.json", results)
     print(format_bench(results))
+    if config.sweep.steps:
+        specs = sampler_settings(reference, settings.samplers)
+        quality = evaluate_settings(config.policy.path, overrides, specs, config.sweep, device)
+        results["sweep"] = {
+            name: {**quality[name], "chunk_call_ms_p50": results["variants"][name]["chunk_call_ms"]["p50"]}
+            for name in specs
+        }
+        results["sweep_settings"] = {"n_episodes": config.sweep.n_episodes, "seed": HELD_OUT_SEED}
+        output_dir.mkdir(parents=True, exist_ok=True)
+        figure = plot_speed_quality(results["sweep"], output_dir / SPEED_QUALITY)
+        print(format_sweep(results["sweep"], config.sweep.n_episodes))
+        print(f"{SPEED_QUALITY} written to {figure.resolve()}")
+    path = write_json(output_dir / "bench_info.json", results)
     print(f"bench_info.json written to {path.resolve()}")
     return path
+
+
+def format_sweep(rows: dict[str, dict], n_episodes: int) -> str:
+    """One row per sampler setting: latency, success with its interval, max coverage."""
+    columns = ("setting", "chunk call ms p50", f"success ({n_episodes} episodes, 95% CI)", "max coverage")
+    table = [
+        (name, f"{r['chunk_call_ms_p50']:.2f}",
+         f"{r['success_rate']:.0%} ({r['success_rate_ci95'][0]:.0%}-{r['success_rate_ci95'][1]:.0%})",
+         f"{r['avg_max_reward']:.3f}")
+        for name, r in rows.items()
+    ]  # fmt: skip
+    return format_table(columns, table)
 
 
 def format_bench(results: dict) -> str:

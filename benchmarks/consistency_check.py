@@ -1,0 +1,68 @@
+"""Consistency distillation against its teacher, on this machine: speed and success over the same seeds.
+
+    python benchmarks/consistency_check.py --teacher outputs/dp_kp --student outputs/dp_kp_student --steps 2000
+
+Distills `--teacher` into `--student` with `policylab distill` (resuming a student already there), then runs
+`policylab bench --sweep` on both: the teacher at DDPM-100 and DDIM-10, the student at LCM-1 and LCM-3, each
+timed at batch 1 and evaluated on the same `--episodes` held-out seeds. Prints one JSON object with every
+setting's latency, success and max coverage, and the two issue targets: LCM-1 speed-up over the teacher's
+DDIM-10 (target >= 10x) and LCM-1 success minus the teacher's DDPM-100 success (target >= -10 points).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def policylab(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "policylab.cli", *args], check=True, stdout=sys.stderr)
+
+
+def sweep(policy: Path, steps: str, samplers: str, episodes: int, output_dir: Path) -> dict:
+    policylab("bench", f"--policy.path={policy}", f"--sweep.steps={steps}", f"--sweep.samplers={samplers}",
+              f"--sweep.n_episodes={episodes}", f"--output_dir={output_dir}")  # fmt: skip
+    return json.loads((output_dir / "bench_info.json").read_text())["sweep"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--teacher", type=Path, required=True)
+    parser.add_argument("--student", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=2000, help="distillation steps")
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--distill-flags", nargs="*", default=[], help="extra flags for policylab distill")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    resume = ["--resume=true"] if (args.student / "checkpoints/last").exists() else []
+    policylab("distill", f"--teacher.path={args.teacher}", f"--output_dir={args.student}",
+              f"--training.steps={args.steps}", *resume, *args.distill_flags)  # fmt: skip
+    distill_minutes = (time.perf_counter() - started) / 60
+    teacher = {
+        **sweep(args.teacher, "[100]", "[DDPM]", args.episodes, args.student / "teacher_ddpm"),
+        **sweep(args.teacher, "[10]", "[DDIM]", args.episodes, args.student / "teacher_ddim"),
+    }
+    student = sweep(args.student, "[1,3]", "[LCM]", args.episodes, args.student / "student_sweep")
+    report = {
+        "distill_steps": args.steps,
+        "distill_wall_minutes": round(distill_minutes, 1),
+        "episodes": args.episodes,
+        "teacher": teacher,
+        "student": student,
+        "lcm1_speedup_over_ddim10": teacher["DDIM-10"]["chunk_call_ms_p50"]
+        / student["LCM-1"]["chunk_call_ms_p50"],
+        "lcm1_minus_ddpm100_success_points": 100
+        * (student["LCM-1"]["success_rate"] - teacher["DDPM-100"]["success_rate"]),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

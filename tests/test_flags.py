@@ -72,3 +72,10 @@ def test_unreadable_config_path_is_one_line_naming_the_flag(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_flags(TrainConfig, [f"--config_path={tmp_path / 'bad.json'}"], "policylab train")
     assert exit_info.value.code == 2 and "--config_path=" in capsys.readouterr().err
+
+
+def test_a_nested_flag_keeps_the_other_defaults_of_its_section():
+    from policylab.training.distill import DistillConfig
+
+    config = parse_flags(DistillConfig, ["--teacher.path=x", "--training.lr=3e-4"], "policylab distill")
+    assert (config.training.lr, config.training.steps, config.training.batch_size) == (3e-4, 2000, 64)

@@ -58,6 +58,14 @@ class DistillSettings:
 
 
 @dataclass
+class DistillTrainingConfig(TrainingConfig):
+    """How to optimize the student, as for `policylab train` (the Diffusion preset fills the unset ones)."""
+
+    steps: int | None = 2000
+    batch_size: int = 64
+
+
+@dataclass
 class DistillConfig:
     """policylab distill: distill a trained Diffusion Policy into a 1-to-few-step consistency student.
 
@@ -73,7 +81,7 @@ class DistillConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     distill: DistillSettings = field(default_factory=DistillSettings)
-    training: TrainingConfig = field(default_factory=lambda: TrainingConfig(steps=2000, batch_size=64))
+    training: DistillTrainingConfig = field(default_factory=DistillTrainingConfig)
     output_dir: str | None = None
     resume: bool = False
     seed: int = 1000

@@ -143,7 +143,15 @@ def tune(args: list[str]) -> None:
         TuneConfig, [a for a in tune_args if not a.startswith("--tune.space=")], "policylab tune"
     )
     config.tune.space = space[-1] if space else None
-    study = run_tune(config, tune_args, train_args)
+    try:
+        study = run_tune(config, tune_args, train_args)
+    except KeyboardInterrupt:
+        print(
+            f"\npolicylab tune: interrupted; the study in {config.storage_url} keeps its finished trials. "
+            "Rerun the same command to resume it.",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
     if config.tune.worker_id != 0:
         return
     for path in write_report(study, config.tune.objective, train_args, Path(config.folder)):

@@ -30,14 +30,14 @@ demo: install
 		--output_dir=$(DEMO)/diffusion $(call resume,$(DEMO)/diffusion)
 	$(BIN)/policylab compare --policies $(DEMO)/act $(DEMO)/diffusion --output_dir=$(DEMO)/report
 
-# The built-in small CPU study (<= 20 min here): the Diffusion keypoint preset shortened to 600 steps, 4 trials
+# The built-in small CPU study (<= 20 min here): the Diffusion keypoint preset shortened to 1000 steps, 8 trials
 # over learning rate and prediction type, 2 workers, scored on max coverage (a finer signal than success after
 # so few steps). Rerunning resumes it.
 TUNE_SPACE := {"training.lr": {"low": 1e-4, "high": 3e-3, "log": true}, "policy.prediction_type": ["epsilon", "sample"]}
 tune: install
 	$(BIN)/policylab record --dataset.root=$(DEMO)/pusht --dataset.num_episodes=200 --seed=0
 	$(BIN)/policylab tune --config_path=$(PRESETS)/diffusion_pusht_keypoints_cpu.json --dataset.root=$(DEMO)/pusht \
-		--training.steps=600 --tune.n_trials=4 --tune.n_workers=2 --eval.n_episodes=20 \
+		--training.steps=1000 --tune.n_trials=8 --tune.n_workers=2 --eval.n_episodes=20 \
 		--tune.space='$(TUNE_SPACE)' --tune.objective=avg_max_reward --output_dir=$(DEMO)/tune
 
 lint: install

@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from policylab.tuning.space import as_flag, decode_choice  # noqa: E402
@@ -125,6 +126,9 @@ def _plots(study: optuna.Study, objective: str, folder: Path) -> list[Path]:
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
         if hasattr(axes, "flat"):  # one panel per parameter, each wide enough for its tick labels
             figure.set_size_inches(3.6 * len(axes.flat) + 1.5, 3.6)
+        for ax in figure.axes:  # log axes: label the decades only (Optuna labels every minor tick)
+            if ax.get_xscale() == "log":
+                ax.xaxis.set_minor_formatter(NullFormatter())
         figure.savefig(folder / name, dpi=100, bbox_inches="tight")
         plt.close(figure)
         written.append(folder / name)

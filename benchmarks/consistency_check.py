@@ -1,6 +1,7 @@
 """Consistency distillation against its teacher, on this machine: speed and success over the same seeds.
 
-    python benchmarks/consistency_check.py --teacher outputs/dp_kp --student outputs/dp_kp_student --steps 2000
+    python benchmarks/consistency_check.py --teacher outputs/dp_kp --student outputs/dp_kp_student --steps 2000 \
+        [--training.lr=3e-4 --distill.dsm_weight=0.1 ...]     # any other flag goes to policylab distill
 
 Distills `--teacher` into `--student` with `policylab distill` (resuming a student already there), then runs
 `policylab bench --sweep` on both: the teacher at DDPM-100 and DDIM-10, the student at LCM-1 and LCM-3, each
@@ -37,13 +38,12 @@ def main() -> None:
     parser.add_argument("--student", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=2000, help="distillation steps")
     parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--distill-flags", nargs="*", default=[], help="extra flags for policylab distill")
-    args = parser.parse_args()
+    args, distill_flags = parser.parse_known_args()  # other --flags go to policylab distill
 
     started = time.perf_counter()
     resume = ["--resume=true"] if (args.student / "checkpoints/last").exists() else []
     policylab("distill", f"--teacher.path={args.teacher}", f"--output_dir={args.student}",
-              f"--training.steps={args.steps}", *resume, *args.distill_flags)  # fmt: skip
+              f"--training.steps={args.steps}", *resume, *distill_flags)  # fmt: skip
     distill_minutes = (time.perf_counter() - started) / 60
     teacher = {
         **sweep(args.teacher, "[100]", "[DDPM]", args.episodes, args.student / "teacher_ddpm"),

@@ -24,9 +24,9 @@ def policylab(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "policylab.cli", *args], check=True, stdout=sys.stderr)
 
 
-def sweep(policy: Path, steps: str, samplers: str, episodes: int, output_dir: Path) -> dict:
+def sweep(policy: Path, steps: str, samplers: str, episodes: int, output_dir: Path, *flags: str) -> dict:
     policylab("bench", f"--policy.path={policy}", f"--sweep.steps={steps}", f"--sweep.samplers={samplers}",
-              f"--sweep.n_episodes={episodes}", f"--output_dir={output_dir}")  # fmt: skip
+              f"--sweep.n_episodes={episodes}", f"--output_dir={output_dir}", *flags)  # fmt: skip
     return json.loads((output_dir / "bench_info.json").read_text())["sweep"]
 
 
@@ -38,18 +38,20 @@ def main() -> None:
     parser.add_argument("--student", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=2000, help="distillation steps")
     parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--dataset-root", type=Path, help="the teacher's dataset, when not where it trained")
     args, distill_flags = parser.parse_known_args()  # other --flags go to policylab distill
 
+    data = [f"--dataset.root={args.dataset_root}"] if args.dataset_root else []
     started = time.perf_counter()
     resume = ["--resume=true"] if (args.student / "checkpoints/last").exists() else []
     policylab("distill", f"--teacher.path={args.teacher}", f"--output_dir={args.student}",
-              f"--training.steps={args.steps}", *resume, *distill_flags)  # fmt: skip
+              f"--training.steps={args.steps}", *resume, *data, *distill_flags)  # fmt: skip
     distill_minutes = (time.perf_counter() - started) / 60
     teacher = {
-        **sweep(args.teacher, "[100]", "[DDPM]", args.episodes, args.student / "teacher_ddpm"),
-        **sweep(args.teacher, "[10]", "[DDIM]", args.episodes, args.student / "teacher_ddim"),
+        **sweep(args.teacher, "[100]", "[DDPM]", args.episodes, args.student / "teacher_ddpm", *data),
+        **sweep(args.teacher, "[10]", "[DDIM]", args.episodes, args.student / "teacher_ddim", *data),
     }
-    student = sweep(args.student, "[1,3]", "[LCM]", args.episodes, args.student / "student_sweep")
+    student = sweep(args.student, "[1,3]", "[LCM]", args.episodes, args.student / "student_sweep", *data)
     report = {
         "distill_steps": args.steps,
         "distill_wall_minutes": round(distill_minutes, 1),

@@ -4,6 +4,7 @@ time budget, then measure success over held-out seeds for each way of acting wit
     python benchmarks/learning_check.py --policy act --dataset-root data/pusht --output-dir outputs/act_kp --minutes 29
     python benchmarks/learning_check.py --policy diffusion --dataset-root data/pusht --output-dir outputs/dp_kp --minutes 29
     python benchmarks/learning_check.py --policy act --output-dir outputs/act_kp --skip-train   # evaluate only
+    python benchmarks/learning_check.py --policy act ... --policy.n_obs_steps=2   # other flags go to training
 
 Training runs `policylab train` with the policy's CPU preset (configs/train/*_pusht_keypoints_cpu.json, what
 `make demo` uses) for more steps, resuming a run already in --output-dir. Evaluation loads `checkpoints/last` and rolls it out for
@@ -58,11 +59,13 @@ VARIANTS = {
 }
 
 
-def train(policy: str, dataset_root: str, output_dir: Path, minutes: float, seed: int) -> float:
+def train(
+    policy: str, dataset_root: str, output_dir: Path, minutes: float, seed: int, flags: list[str]
+) -> float:
     """Runs the preset (resuming a run in output_dir); returns the wall minutes, start-up included."""
     command = [
         sys.executable, "-m", "policylab.cli", "train", *PRESETS[policy], *COMMON, f"--dataset.root={dataset_root}",
-        f"--output_dir={output_dir}", f"--training.max_minutes={minutes}", f"--seed={seed}",
+        f"--output_dir={output_dir}", f"--training.max_minutes={minutes}", f"--seed={seed}", *flags,
     ]  # fmt: skip
     if (output_dir / "checkpoints/last").exists():
         command.append("--resume=true")
@@ -105,11 +108,18 @@ def main() -> None:
     parser.add_argument("--train-seed", type=int, default=0)
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--variants", help="comma-separated variant names (default: all of the policy's)")
-    args = parser.parse_args()
+    args, train_flags = parser.parse_known_args()  # other --flags go to policylab train
 
-    results = {"training": {}, "eval_seed": args.seed, "eval_episodes": args.episodes, "variants": {}}
+    results = {
+        "training": {"flags": train_flags},
+        "eval_seed": args.seed,
+        "eval_episodes": args.episodes,
+        "variants": {},
+    }
     if not args.skip_train:
-        minutes = train(args.policy, args.dataset_root, args.output_dir, args.minutes, args.train_seed)
+        minutes = train(
+            args.policy, args.dataset_root, args.output_dir, args.minutes, args.train_seed, train_flags
+        )
         results["training"]["wall_minutes"] = round(minutes, 1)
     results["training"].update(training_summary(args.output_dir))
     variants = VARIANTS[args.policy]

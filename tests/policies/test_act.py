@@ -69,6 +69,40 @@ def test_every_input_combination_trains_and_acts(inputs):
     assert policy.select_action(obs).shape == (3, 2)
 
 
+@pytest.mark.parametrize("inputs", INPUTS)
+def test_observation_history_trains_on_windows_and_acts_on_single_steps(inputs):
+    config = tiny_config(INPUTS[inputs], n_obs_steps=3)
+    assert config.delta_timestamps(fps=10)[STATE] == pytest.approx([-0.2, -0.1, 0.0])
+    policy = ACTPolicy(config, dataset_stats=stats_for(config))
+    batch = random_batch(config)
+    for key, shape in config.input_shapes.items():
+        batch[key] = torch.rand(3, 3, *shape)
+        batch[key + "_is_pad"] = torch.zeros(3, 3, dtype=torch.bool)
+    policy.forward(batch)["loss"].backward()
+    assert policy.predict_action_chunk({key: batch[key] for key in config.input_shapes}).shape == (3, 6, 2)
+    assert policy.select_action({key: batch[key][:, -1] for key in config.input_shapes}).shape == (3, 2)
+
+
+def test_observation_history_changes_the_actions_and_starts_from_the_first_step():
+    config = tiny_config(n_obs_steps=2, n_action_steps=1)
+    policy = ACTPolicy(config, dataset_stats=stats_for(config))
+    first, second = ({key: torch.rand(1, *shape) for key, shape in config.input_shapes.items()} for _ in "12")
+    window = {key: torch.stack([first[key], second[key]], dim=1) for key in first}
+    repeated = {key: torch.stack([second[key], second[key]], dim=1) for key in first}
+    assert not torch.allclose(policy.predict_action_chunk(window), policy.predict_action_chunk(repeated))
+    torch.testing.assert_close(policy.select_action(second), policy.predict_action_chunk(repeated)[:, 0])
+    policy.reset()
+    policy.select_action(first)
+    torch.testing.assert_close(policy.select_action(second), policy.predict_action_chunk(window)[:, 0])
+
+
+def test_observation_history_needs_observation_windows_in_the_batch():
+    config = tiny_config(n_obs_steps=2)
+    policy = ACTPolicy(config, dataset_stats=stats_for(config))
+    with pytest.raises(ObservationError, match="windows of 2 frames"):
+        policy.forward(random_batch(config))
+
+
 def test_env_observations_uint8_hwc_give_the_same_actions_as_float_chw():
     config = tiny_config(INPUTS["image+state"])
     policy = ACTPolicy(config, dataset_stats=stats_for(config))

@@ -148,9 +148,9 @@ def test_first_observation_fills_the_history_after_reset():
     policy = DiffusionPolicy(config, dataset_stats=stats_for(config))
     first, second = observation(config, 1), observation(config, 1)
     policy.select_action(first)
-    assert all(torch.equal(q[0], q[1]) for q in policy._observations.values())
+    assert all(torch.equal(q[0], q[1]) for q in policy._history.steps.values())
     policy.select_action(second)
-    assert all(torch.equal(q[1], second[k].float()) for k, q in policy._observations.items())
+    assert all(torch.equal(q[1], second[k].float()) for k, q in policy._history.steps.items())
 
 
 def test_random_crop_in_training_centre_crop_at_inference():
@@ -208,7 +208,7 @@ def test_a_window_given_after_reset_becomes_the_history():
     policy = DiffusionPolicy(config, dataset_stats=stats_for(config))
     window = observation(config, 1, steps=2)
     policy.select_action(window)
-    for key, queue in policy._observations.items():
+    for key, queue in policy._history.steps.items():
         assert torch.equal(torch.stack(list(queue), dim=1), window[key])
 
 

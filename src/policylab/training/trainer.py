@@ -272,7 +272,7 @@ def train(
     start_step = 0 if checkpoint is None else load_checkpoint(checkpoint, policy, state)
     if start_step >= hyper.steps and ddp.is_main:
         print(
-            f"policylab train: the run in {output_dir} already finished its {hyper.steps} steps; nothing to do "
+            f"the run in {output_dir} already finished its {hyper.steps} steps; nothing to do "
             f"(a larger --training.steps trains it further)",
             file=sys.stderr,
         )

@@ -16,7 +16,9 @@ ACTIVATIONS = ("relu", "gelu")
 class ACTConfig(PreTrainedConfig):
     """ACT: Action Chunking with Transformers (Zhao et al., RSS 2023), as in LeRobot.
 
-    n_obs_steps: observation frames per prediction (ACT uses the current one only).
+    n_obs_steps: observation frames per prediction. 1, the current frame, is ACT as published and as LeRobot
+        has it; k > 1 (a policylab extension) also feeds the k - 1 frames before it, as extra encoder tokens
+        with their own learned positions, so the model sees motion (the direction a demonstrator was going).
     chunk_size: actions predicted per model call (the chunk, 100 in the paper: 10 s at PushT's 10 Hz).
     n_action_steps: actions executed from a chunk before the model runs again (<= chunk_size; 1 with
         temporal ensembling).
@@ -74,8 +76,8 @@ class ACTConfig(PreTrainedConfig):
                 "(n_layers is the tutorials' name for n_decoder_layers; give one)"
             )
         self.n_decoder_layers = self.n_layers
-        if self.n_obs_steps != 1:
-            raise ValueError(f"n_obs_steps={self.n_obs_steps}: ACT uses the current observation only (1)")
+        if self.n_obs_steps < 1:
+            raise ValueError(f"n_obs_steps={self.n_obs_steps} must be at least 1")
         if not 1 <= self.n_action_steps <= self.chunk_size:
             raise ValueError(
                 f"n_action_steps={self.n_action_steps} must be in 1..chunk_size={self.chunk_size}"
@@ -95,6 +97,10 @@ class ACTConfig(PreTrainedConfig):
             raise ValueError(
                 f"dim_model={self.dim_model} must be even and divisible by n_heads={self.n_heads}"
             )
+
+    @property
+    def observation_delta_indices(self) -> list[int] | None:
+        return None if self.n_obs_steps == 1 else list(range(1 - self.n_obs_steps, 1))
 
     @property
     def action_delta_indices(self) -> list[int]:

@@ -3,12 +3,14 @@
 The model follows the paper's code and LeRobot's implementation of it:
 
     training:  [CLS, state, a_1..a_k] --CVAE encoder--> z ~ N(mu, sigma)          (only with use_vae)
-    both:      [z, state, env_state, image tokens] --encoder--> memory
+    both:      [z, state, env_state, image tokens] --encoder--> memory   (each input once per observation step)
                k learned queries --decoder(memory)--> (B, k, Da) actions
 
 Image tokens are the last ResNet feature map (B, D, h, w) flattened to h*w tokens with 2-D sinusoidal
-position embeddings; the 1-D tokens get learned ones. At inference z = 0 (the prior's mean). Tensors are
-batch-first throughout: (B, S, D) with S tokens of width D = dim_model, k = chunk_size.
+position embeddings; the 1-D tokens get learned ones. At inference z = 0 (the prior's mean). With
+n_obs_steps = To > 1 (a policylab extension) every input contributes its tokens for each of the To frames,
+image tokens with a learned embedding of their frame added. Tensors are batch-first throughout: (B, S, D)
+with S tokens of width D = dim_model, k = chunk_size.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from policylab.policies.act.configuration_act import ACTConfig
 from policylab.policies.backbones import resnet_trunk
 from policylab.policies.pretrained import (
     ObservationError,
+    ObservationHistory,
     PreTrainedPolicy,
     check_window,
+    stack_history,
     standardize_observation,
 )
 
@@ -36,8 +40,9 @@ class ACTPolicy(PreTrainedPolicy):
 
     Observations are in dataset units, un-normalized: vectors float (B, D); images either float
     (B, C, H, W) in [0, 1] (as the dataset gives them) or uint8 (B, H, W, C) (as the env gives them). A
-    time axis of one step, (B, 1, ...), is accepted too. The policy normalizes inputs and un-normalizes
-    actions with the statistics it was built with (`dataset_stats`), which are saved with its weights.
+    window of the To = n_obs_steps observation steps, (B, To, ...), is accepted too; `select_action` keeps
+    the last To observations itself (the first repeated after `reset()`). The policy normalizes inputs and
+    un-normalizes actions with the statistics it was built with (`dataset_stats`), saved with its weights.
     """
 
     config_class = ACTConfig
@@ -53,7 +58,8 @@ class ACTPolicy(PreTrainedPolicy):
         self.reset()
 
     def reset(self) -> None:
-        """Forget queued actions; call at the start of every episode."""
+        """Forget the observation history and queued actions; call at the start of every episode."""
+        self._history = ObservationHistory(self.config.input_shapes, self.config.n_obs_steps)
         self._action_queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
         if self.temporal_ensembler is not None:
             self.temporal_ensembler.reset()
@@ -71,16 +77,10 @@ class ACTPolicy(PreTrainedPolicy):
         return groups
 
     def _inputs(self, observation: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Normalized inputs (B, *shape); a one-step time axis is dropped."""
-        inputs = standardize_observation(observation, self.config.input_shapes, self.device)
-        for key, shape in self.config.input_shapes.items():
-            if inputs[key].ndim == len(shape) + 2:
-                if inputs[key].shape[1] != 1:
-                    raise ValueError(
-                        f"'{key}' has {inputs[key].shape[1]} time steps; ACT takes one observation step"
-                    )
-                inputs[key] = inputs[key][:, 0]
-        return self.normalize_inputs(inputs)
+        """Normalized inputs (B, To, *shape); a single step is repeated To times."""
+        shapes = self.config.input_shapes
+        inputs = standardize_observation(observation, shapes, self.device)
+        return self.normalize_inputs(stack_history(inputs, shapes, self.config.n_obs_steps))
 
     @torch.no_grad()
     def predict_action_chunk(self, observation: dict[str, Tensor]) -> Tensor:
@@ -94,10 +94,13 @@ class ACTPolicy(PreTrainedPolicy):
     def select_action(self, observation: dict[str, Tensor]) -> Tensor:
         """The action to execute now, (B, Da). The model runs once every n_action_steps calls, or every call
         with temporal ensembling."""
+        history = self._history.append(
+            standardize_observation(observation, self.config.input_shapes, self.device)
+        )
         if self.temporal_ensembler is not None:
-            return self.temporal_ensembler.update(self.predict_action_chunk(observation))
+            return self.temporal_ensembler.update(self.predict_action_chunk(history))
         if not self._action_queue:
-            chunk = self.predict_action_chunk(observation)[:, : self.config.n_action_steps]
+            chunk = self.predict_action_chunk(history)[:, : self.config.n_action_steps]
             self._action_queue.extend(chunk.transpose(0, 1))  # n_action_steps x (B, Da)
         return self._action_queue.popleft()
 
@@ -109,6 +112,9 @@ class ACTPolicy(PreTrainedPolicy):
         """
         config = self.config
         check_window(batch, ACTION, config.chunk_size, config.action_delta_indices)
+        if config.observation_delta_indices is not None:
+            for key in config.input_shapes:
+                check_window(batch, key, config.n_obs_steps, config.observation_delta_indices)
         inputs = self._inputs(batch)
         if batch[ACTION].shape[2:] != (config.action_dim,):
             raise ObservationError(
@@ -197,6 +203,8 @@ class ACT(nn.Module):
             )
             self.encoder_img_feat_input_proj = nn.Conv2d(channels, d, kernel_size=1)
             self.encoder_cam_feat_pos_embed = SinusoidalPositionEmbedding2d(d // 2)
+            if config.n_obs_steps > 1:
+                self.encoder_cam_step_embed = nn.Embedding(config.n_obs_steps, d)
 
         self.encoder = ACTEncoder(config, config.n_encoder_layers)
         self.decoder = ACTDecoder(config)
@@ -205,7 +213,7 @@ class ACT(nn.Module):
             self.encoder_robot_state_input_proj = nn.Linear(self.state_dim, d)
         if self.env_state_dim:
             self.encoder_env_state_input_proj = nn.Linear(self.env_state_dim, d)
-        n_1d_tokens = 1 + bool(self.state_dim) + bool(self.env_state_dim)
+        n_1d_tokens = 1 + config.n_obs_steps * (bool(self.state_dim) + bool(self.env_state_dim))
         self.encoder_1d_feature_pos_embed = nn.Embedding(n_1d_tokens, d)
         self.decoder_pos_embed = nn.Embedding(config.chunk_size, d)
         self.action_head = nn.Linear(d, config.action_dim)
@@ -215,11 +223,12 @@ class ACT(nn.Module):
                     nn.init.xavier_uniform_(p)
 
     def encode_latent(self, inputs: dict[str, Tensor], actions: Tensor, action_is_pad: Tensor):
-        """CVAE posterior: inputs (B, ...), actions (B, k, Da), pad (B, k) -> mu, log(sigma^2), each (B, L)."""
+        """CVAE posterior from the current state: inputs (B, To, ...), actions (B, k, Da), pad (B, k) -> mu,
+        log(sigma^2), each (B, L)."""
         batch_size = actions.shape[0]
         tokens = [self.vae_encoder_cls_embed.weight.expand(batch_size, 1, -1)]  # (B, 1, D)
         if self.state_dim:
-            tokens.append(self.vae_encoder_robot_state_input_proj(inputs[OBS_STATE]).unsqueeze(1))
+            tokens.append(self.vae_encoder_robot_state_input_proj(inputs[OBS_STATE][:, -1:]))  # (B, 1, D)
         tokens.append(self.vae_encoder_action_input_proj(actions))  # (B, k, D)
         tokens = torch.cat(tokens, dim=1)  # (B, 1 [+1] + k, D)
         not_pad = torch.zeros(
@@ -233,7 +242,7 @@ class ACT(nn.Module):
     def forward(
         self, inputs: dict[str, Tensor], actions: Tensor | None = None, action_is_pad: Tensor | None = None
     ) -> tuple[Tensor, tuple[Tensor | None, Tensor | None]]:
-        """inputs (normalized, B first) -> actions (B, k, Da), and (mu, log_sigma_x2) when the CVAE ran."""
+        """inputs (normalized, (B, To, ...)) -> actions (B, k, Da), and (mu, log_sigma_x2) when the CVAE ran."""
         batch_size = next(iter(inputs.values())).shape[0]
         mu = log_sigma_x2 = None
         if self.config.use_vae and actions is not None and self.training:
@@ -242,27 +251,34 @@ class ACT(nn.Module):
         else:
             latent = torch.zeros(batch_size, self.config.latent_dim, device=self.action_head.weight.device)
 
-        tokens = [self.encoder_latent_input_proj(latent)]
+        tokens = [self.encoder_latent_input_proj(latent).unsqueeze(1)]  # (B, 1, D)
         if self.state_dim:
-            tokens.append(self.encoder_robot_state_input_proj(inputs[OBS_STATE]))
+            tokens.append(self.encoder_robot_state_input_proj(inputs[OBS_STATE]))  # (B, To, D)
         if self.env_state_dim:
-            tokens.append(self.encoder_env_state_input_proj(inputs[OBS_ENV_STATE]))
-        tokens = [torch.stack(tokens, dim=1)]  # (B, n_1d, D)
+            tokens.append(self.encoder_env_state_input_proj(inputs[OBS_ENV_STATE]))  # (B, To, D)
+        tokens = [torch.cat(tokens, dim=1)]  # (B, n_1d, D)
         positions = [self.encoder_1d_feature_pos_embed.weight.unsqueeze(0)]  # (1, n_1d, D)
         for key in self.image_keys:  # one camera at a time: cameras may differ in size
-            features = self.backbone(inputs[key])  # (B, C', h, w)
-            positions.append(
-                self.encoder_cam_feat_pos_embed(features).flatten(2).transpose(1, 2)
-            )  # (1, h*w, D)
-            tokens.append(
-                self.encoder_img_feat_input_proj(features).flatten(2).transpose(1, 2)
-            )  # (B, h*w, D)
+            image_tokens, image_positions = self.image_tokens(inputs[key])
+            tokens.append(image_tokens)
+            positions.append(image_positions)
         tokens, positions = torch.cat(tokens, dim=1), torch.cat(positions, dim=1)  # (B, S, D), (1, S, D)
 
         memory = self.encoder(tokens, positions)
         queries = torch.zeros(batch_size, self.config.chunk_size, self.config.dim_model, device=tokens.device)
         decoded = self.decoder(queries, memory, positions, self.decoder_pos_embed.weight.unsqueeze(0))
         return self.action_head(decoded), (mu, log_sigma_x2)  # (B, k, Da)
+
+    def image_tokens(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """images (B, To, C, H, W) -> tokens (B, To*h*w, D) and their positions (1, To*h*w, D)."""
+        batch_size, n_steps = images.shape[:2]
+        features = self.backbone(images.flatten(0, 1))  # (B*To, C', h, w)
+        tokens = self.encoder_img_feat_input_proj(features).flatten(2).transpose(1, 2)  # (B*To, h*w, D)
+        positions = self.encoder_cam_feat_pos_embed(features).flatten(2).transpose(1, 2)  # (1, h*w, D)
+        if n_steps > 1:
+            step = self.encoder_cam_step_embed.weight[:, None, :]  # (To, 1, D)
+            positions = (positions + step).flatten(0, 1).unsqueeze(0)  # (1, To*h*w, D)
+        return tokens.reshape(batch_size, -1, tokens.shape[-1]), positions
 
 
 class ACTEncoder(nn.Module):

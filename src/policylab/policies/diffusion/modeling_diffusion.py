@@ -23,9 +23,10 @@ from policylab.policies.diffusion.conditional_unet1d import ConditionalUnet1d
 from policylab.policies.diffusion.configuration_diffusion import DiffusionConfig
 from policylab.policies.diffusion.observation_encoder import ObservationEncoder
 from policylab.policies.pretrained import (
-    ObservationError,
+    ObservationHistory,
     PreTrainedPolicy,
     check_window,
+    stack_history,
     standardize_observation,
 )
 
@@ -74,23 +75,8 @@ class DiffusionPolicy(PreTrainedPolicy):
 
     def reset(self) -> None:
         """Forget the observation history and queued actions; call at the start of every episode."""
-        self._observations: dict[str, deque[Tensor]] = {
-            key: deque(maxlen=self.config.n_obs_steps) for key in self.config.input_shapes
-        }
+        self._history = ObservationHistory(self.config.input_shapes, self.config.n_obs_steps)
         self._action_queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
-
-    def _history(self, observation: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Inputs with the To axis: a window is used as given; a single step is repeated To times."""
-        inputs = standardize_observation(observation, self.config.input_shapes, self.device)
-        n_obs = self.config.n_obs_steps
-        for key, shape in self.config.input_shapes.items():
-            if inputs[key].ndim == len(shape) + 1:
-                inputs[key] = inputs[key].unsqueeze(1).expand(-1, n_obs, *shape)
-            elif inputs[key].shape[1] != n_obs:
-                raise ObservationError(
-                    f"'{key}' has {inputs[key].shape[1]} observation steps, expected {n_obs}"
-                )
-        return inputs
 
     @torch.no_grad()
     def predict_action_chunk(
@@ -99,7 +85,11 @@ class DiffusionPolicy(PreTrainedPolicy):
         """The sampled horizon, (B, horizon, Da) in dataset units; index n_obs_steps - 1 is the current step
         (computed in eval mode; the policy's mode is left as it was)."""
         with self.evaluating():
-            inputs = self.normalize_inputs(self._history(observation))
+            shapes = self.config.input_shapes
+            inputs = stack_history(
+                standardize_observation(observation, shapes, self.device), shapes, self.config.n_obs_steps
+            )
+            inputs = self.normalize_inputs(inputs)
             actions = self.sample(self.observation_encoder(inputs), generator)
         return self.unnormalize_outputs({ACTION: actions})[ACTION]
 
@@ -108,16 +98,10 @@ class DiffusionPolicy(PreTrainedPolicy):
         self, observation: dict[str, Tensor], generator: torch.Generator | None = None
     ) -> Tensor:
         """The action to execute now, (B, Da); samples a new horizon every n_action_steps calls."""
-        inputs = standardize_observation(observation, self.config.input_shapes, self.device)
-        for key, queue in self._observations.items():
-            is_window = inputs[key].ndim == len(self.config.input_shapes[key]) + 2
-            steps = list(inputs[key].unbind(1)) if is_window else [inputs[key]]  # each (B, ...)
-            if queue:
-                queue.append(steps[-1])
-            else:  # after reset(): the given history, its first step repeated to fill n_obs_steps
-                queue.extend([steps[0]] * (queue.maxlen - len(steps)) + steps)
+        history = self._history.append(
+            standardize_observation(observation, self.config.input_shapes, self.device)
+        )
         if not self._action_queue:
-            history = {key: torch.stack(list(queue), dim=1) for key, queue in self._observations.items()}
             horizon = self.predict_action_chunk(history, generator)
             start = self.config.n_obs_steps - 1
             self._action_queue.extend(horizon[:, start : start + self.config.n_action_steps].transpose(0, 1))

@@ -6,7 +6,7 @@
 
 Trains each of `--policies` in turn with its CPU preset (benchmarks/learning_check.py's, through
 `policylab train`, resuming a run already in OUT/<policy>) for `--minutes`, keeping a checkpoint every
-`--save-freq` steps (default: the policy's, about every 4 minutes). Only then, so that evaluation takes no
+`--save-freq` steps (default: the policy's, about every 7 minutes). Only then, so that evaluation takes no
 training time, every kept checkpoint is rolled out for `--episodes` episodes from seed `--seed` with the
 preset's way of acting. Its x coordinate is the training-loop time stored in the checkpoint
 (`training_state/state.json: train_seconds`), i.e. the minutes spent training up to that step, start-up
@@ -29,7 +29,7 @@ from learning_check import train  # this folder is on sys.path when run as a scr
 from policylab.evaluation import evaluate_policy
 from policylab.policies import PreTrainedPolicy
 
-SAVE_FREQ = {"act": 250, "diffusion": 2000}  # steps; ~4 minutes of each CPU preset on the 2-core VM
+SAVE_FREQ = {"act": 400, "diffusion": 3500}  # steps; ~7 minutes of each preset (learning_check.py) here
 
 
 def checkpoints(run_dir: Path) -> list[Path]:

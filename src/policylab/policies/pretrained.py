@@ -266,8 +266,9 @@ class ObservationHistory:
     def reset(self) -> None:
         self.steps: dict[str, deque[Tensor]] = {key: deque(maxlen=self.n_steps) for key in self.input_shapes}
 
-    def append(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Add standardized inputs (B, [To,] *shape); returns the history, each (B, n_steps, *shape)."""
+    def append(self, observation: dict[str, Tensor], device: torch.device) -> None:
+        """Add an observation as a policy receives it, (B, [To,] *shape) per input (see standardize_observation)."""
+        inputs = standardize_observation(observation, self.input_shapes, device)
         for key, queue in self.steps.items():
             is_window = inputs[key].ndim == len(self.input_shapes[key]) + 2
             steps = list(inputs[key].unbind(1)) if is_window else [inputs[key]]  # each (B, *shape)
@@ -275,6 +276,9 @@ class ObservationHistory:
                 queue.append(steps[-1])
             else:
                 queue.extend([steps[0]] * (self.n_steps - len(steps)) + steps)
+
+    def window(self) -> dict[str, Tensor]:
+        """The history as the policy's inputs, each (B, n_steps, *shape)."""
         return {key: torch.stack(list(queue), dim=1) for key, queue in self.steps.items()}
 
 

@@ -94,13 +94,11 @@ class ACTPolicy(PreTrainedPolicy):
     def select_action(self, observation: dict[str, Tensor]) -> Tensor:
         """The action to execute now, (B, Da). The model runs once every n_action_steps calls, or every call
         with temporal ensembling."""
-        history = self._history.append(
-            standardize_observation(observation, self.config.input_shapes, self.device)
-        )
+        self._history.append(observation, self.device)
         if self.temporal_ensembler is not None:
-            return self.temporal_ensembler.update(self.predict_action_chunk(history))
+            return self.temporal_ensembler.update(self.predict_action_chunk(self._history.window()))
         if not self._action_queue:
-            chunk = self.predict_action_chunk(history)[:, : self.config.n_action_steps]
+            chunk = self.predict_action_chunk(self._history.window())[:, : self.config.n_action_steps]
             self._action_queue.extend(chunk.transpose(0, 1))  # n_action_steps x (B, Da)
         return self._action_queue.popleft()
 

@@ -98,11 +98,9 @@ class DiffusionPolicy(PreTrainedPolicy):
         self, observation: dict[str, Tensor], generator: torch.Generator | None = None
     ) -> Tensor:
         """The action to execute now, (B, Da); samples a new horizon every n_action_steps calls."""
-        history = self._history.append(
-            standardize_observation(observation, self.config.input_shapes, self.device)
-        )
+        self._history.append(observation, self.device)
         if not self._action_queue:
-            horizon = self.predict_action_chunk(history, generator)
+            horizon = self.predict_action_chunk(self._history.window(), generator)
             start = self.config.n_obs_steps - 1
             self._action_queue.extend(horizon[:, start : start + self.config.n_action_steps].transpose(0, 1))
         return self._action_queue.popleft()

@@ -196,6 +196,10 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--infer-calls", type=int, default=20, help="timed batch-1 calls per sampler")
     parser.add_argument("--infer-warmup", type=int, default=3)
+    parser.add_argument(
+        "--policylab-compile", action="store_true",
+        help="policylab's inference with its networks compiled (`--bench.compile=true`); LeRobot as shipped",
+    )  # fmt: skip
     parser.add_argument("--loader-batch-size", type=int, default=64)
     parser.add_argument("--loader-workers", default="0,2", help="DataLoader num_workers values to measure")
     parser.add_argument(
@@ -237,7 +241,8 @@ def jobs(args: argparse.Namespace) -> list[dict]:
         ]  # fmt: skip
     if "infer" in parts:
         listed += [
-            {"kind": "infer", "config": name, "calls": args.infer_calls, "warmup": args.infer_warmup}
+            {"kind": "infer", "config": name, "calls": args.infer_calls, "warmup": args.infer_warmup,
+             "policylab_compile": args.policylab_compile}
             for name in configs
         ]
     return [{**common, **job} for job in listed]
@@ -313,6 +318,7 @@ def report(results: dict, args: argparse.Namespace, info: dict) -> dict:
             "train_num_workers": args.train_num_workers,
             "train_batch_sizes": {n: args.debug_batch_size or CONFIGS[n]["batch_size"] for n in configs},
             "infer_calls": args.infer_calls, "infer_warmup": args.infer_warmup,
+            "policylab_inference_compiled": args.policylab_compile,
             "loader_batch_size": args.loader_batch_size, "loader_min_seconds": args.loader_seconds,
             "keep_freed_memory": args.keep_freed_memory, "models": {n: CONFIGS[n] for n in configs},
         },

@@ -278,7 +278,7 @@ def measure_training(tool, spec: dict, batch_size: int, steps: int, warmup: int,
     }
 
 
-def measure_inference(tool, spec: dict, calls: int, warmup: int) -> dict:
+def measure_inference(tool, spec: dict, calls: int, warmup: int, compile_networks: bool) -> dict:
     import torch
 
     observation = tool.observation(spec, index=OBSERVATION_FRAME)
@@ -287,6 +287,10 @@ def measure_inference(tool, spec: dict, calls: int, warmup: int) -> dict:
         torch.manual_seed(0)
         policy = tool.policy(spec, sampler).requires_grad_(False)  # (FlopCounterMode needs it under no_grad)
         policy.eval()
+        with torch.no_grad():
+            flops = count_flops(lambda: tool.chunk(policy, observation))  # noqa: B023 (called right here)
+        if compile_networks:  # policylab's option (`policylab bench --bench.compile=true`); compiles in warm-up
+            policy.compile_for_inference()
         for _ in range(warmup):
             tool.chunk(policy, observation)
         seconds = []
@@ -294,8 +298,6 @@ def measure_inference(tool, spec: dict, calls: int, warmup: int) -> dict:
             started = time.perf_counter()
             tool.chunk(policy, observation)
             seconds.append(time.perf_counter() - started)
-        with torch.no_grad():
-            flops = count_flops(lambda: tool.chunk(policy, observation))  # noqa: B023 (called right here)
         results[sampler] = {
             "p50_ms": percentile(seconds, 50) * 1e3,
             "p95_ms": percentile(seconds, 95) * 1e3,
@@ -334,7 +336,8 @@ def run_worker(job: dict) -> dict:
         return measure_training(
             tool, spec, job["batch_size"], job["steps"], job["warmup"], job["num_workers"]
         )
-    return measure_inference(tool, spec, job["calls"], job["warmup"])
+    compile_networks = job["policylab_compile"] and job["tool"] == "policylab"
+    return measure_inference(tool, spec, job["calls"], job["warmup"], compile_networks)
 
 
 if __name__ == "__main__":

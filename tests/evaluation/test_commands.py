@@ -118,6 +118,17 @@ def test_bench_times_each_diffusion_sampler_on_the_same_weights(runs, tmp_path):
     assert bad.returncode == 2 and "EULER-3" in bad.stderr and "TYPE-STEPS" in bad.stderr
 
 
+def test_bench_compiles_on_request_and_times_the_compiling_call_apart(runs, tmp_path):
+    result = run_policylab(
+        "bench", f"--policy.path={runs['diffusion']}", "--bench.samplers=[DDIM-2]", "--bench.compile=true",
+        "--bench.n_calls=2", "--bench.warmup=1", "--bench.control_steps=4", f"--output_dir={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    variant = json.loads((tmp_path / "bench_info.json").read_text())["variants"]["DDIM-2"]
+    assert variant["compile_s"] * 1000 > variant["chunk_call_ms"]["max"]
+    assert "compiled (first call" in result.stdout
+
+
 def test_plot_writes_pngs_of_the_documented_size(runs, tmp_path):
     result = run_policylab(
         "plot", f"--policy.path={runs['act']}", "--plot.n_samples=3", f"--output_dir={tmp_path}"

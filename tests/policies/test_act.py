@@ -201,6 +201,15 @@ def test_save_and_reload_give_identical_actions(tmp_path):
     assert torch.equal(loaded.predict_action_chunk(obs), policy.predict_action_chunk(obs))
 
 
+def test_compiled_for_inference_acts_as_before():
+    config = tiny_config()
+    policy = ACTPolicy(config, dataset_stats=stats_for(config)).eval()
+    obs = {key: torch.rand(1, *shape) for key, shape in config.input_shapes.items()}
+    plain = policy.predict_action_chunk(obs)
+    policy.compile_for_inference()
+    assert torch.allclose(policy.predict_action_chunk(obs), plain, atol=1e-5)
+
+
 def test_a_checkpoint_of_a_pretrained_backbone_loads_offline(tmp_path, monkeypatch):
     config = tiny_config(INPUTS["image+state"])
     policy = ACTPolicy(config, dataset_stats=stats_for(config))

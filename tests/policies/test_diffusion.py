@@ -109,6 +109,16 @@ def test_ddpm_100_and_ddim_10_sample_from_the_same_weights(tmp_path):
     assert len(calls) == 110
 
 
+@pytest.mark.parametrize(("spacing", "steps"), [("linspace", [99, 88, 0]), ("leading", [90, 80, 0]), ("trailing", [99, 89, 9])])
+def test_timestep_spacing_decides_which_training_steps_ddim_visits(spacing, steps):
+    config = tiny_config(num_train_timesteps=100, noise_scheduler_type="DDIM", num_inference_steps=10,
+                         timestep_spacing=spacing)  # fmt: skip
+    scheduler = make_noise_scheduler(config)
+    scheduler.set_timesteps(config.inference_steps)
+    visited = scheduler.timesteps.tolist()
+    assert len(visited) == 10 and [visited[0], visited[1], visited[-1]] == steps
+
+
 def test_save_and_reload_give_identical_samples_under_the_same_generator_seed(tmp_path):
     config = tiny_config((IMAGE, STATE))
     policy = DiffusionPolicy(config, dataset_stats=stats_for(config))
@@ -120,6 +130,16 @@ def test_save_and_reload_give_identical_samples_under_the_same_generator_seed(tm
     assert torch.equal(first, again)
     other = loaded.predict_action_chunk(obs, generator=torch.Generator().manual_seed(4))
     assert not torch.equal(first, other)
+
+
+def test_compiled_for_inference_samples_as_before():
+    config = tiny_config(num_inference_steps=4, noise_scheduler_type="DDIM")
+    policy = DiffusionPolicy(config, dataset_stats=stats_for(config)).eval()
+    obs = observation(config, batch_size=1)
+    plain = policy.predict_action_chunk(obs, generator=torch.Generator().manual_seed(0))
+    policy.compile_for_inference()
+    compiled = policy.predict_action_chunk(obs, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(compiled, plain, atol=1e-5)
 
 
 def test_queue_samples_every_n_action_steps_and_executes_from_the_current_step():

@@ -66,12 +66,15 @@ class BenchSettings:
         TYPE-STEPS with TYPE DDPM, DDIM or LCM (a consistency student), e.g. [DDPM-100,DDIM-10]; default
         the full DDPM chain and DDIM-10 ([DDPM-100,DDIM-10] with 100 training steps), or [LCM-1,LCM-3] for a
         student of `policylab distill`.
+    compile: compile the networks each call runs with torch.compile first (`compile_for_inference`); the
+        first call, which compiles, is timed apart as compile_s.
     """
 
     n_calls: int = 20
     warmup: int = 3
     control_steps: int = 100
     samplers: list[str] | None = None
+    compile: bool = False
 
     def __post_init__(self):
         for name in ("n_calls", "control_steps"):
@@ -204,6 +207,7 @@ def benchmark_policy(
         with torch.inference_mode():
             with FlopCounterMode(display=False) as flops:
                 policy.predict_action_chunk(chunk_inputs[0])
+            compile_seconds = compile_first(policy, chunk_inputs[0], device) if settings.compile else None
             with PeakMemory(device) as memory:
                 chunk_ms = time_calls(policy.predict_action_chunk, chunk_inputs, settings.warmup, device)
             policy.reset()
@@ -214,8 +218,15 @@ def benchmark_policy(
             "gflops_per_chunk_call": flops.get_total_flops() / 1e9,
             "peak_memory_mb": None if memory.megabytes is None else weights_mb + memory.megabytes,
             "peak_memory_kind": memory.kind,
+            "compile_s": compile_seconds,
         }
     return results
+
+
+def compile_first(policy: PreTrainedPolicy, observation: dict, device: torch.device) -> float:
+    """Compiles the policy's inference networks; returns the seconds of the first call, which compiles them."""
+    policy.compile_for_inference()
+    return time_calls(policy.predict_action_chunk, [observation], 0, device)[0] / 1000
 
 
 def _observation_windows(config, dataset_root: Path) -> dict[str, list[float]] | None:
@@ -284,6 +295,9 @@ def format_bench(results: dict) -> str:
         f"{results['policy_type']} policy, {results['parameters'] / 1e6:.2f} M parameters, batch 1 on "
         f"{results['device_name']}"
     )
+    compiled = [r["compile_s"] for r in results["variants"].values() if r.get("compile_s") is not None]
+    if compiled:
+        header += f"; compiled (first call {max(compiled):.1f} s, not in the figures)"
     columns = (
         "setting",
         "chunk call ms (mean / p50 / p95)",

@@ -328,6 +328,17 @@ class PreTrainedPolicy(nn.Module):
         finally:
             self.train()
 
+    def inference_networks(self) -> list[nn.Module]:
+        """The networks `predict_action_chunk` runs (what `compile_for_inference` compiles)."""
+        raise NotImplementedError
+
+    def compile_for_inference(self) -> None:
+        """Compile the inference networks with torch.compile (inductor) in place; the first calls after it take
+        seconds to tens of seconds (compiling, again for each new batch size), later ones run faster where the
+        model is small enough for per-operation overhead to matter (benchmarks/RESULTS.md, "Speed levers")."""
+        for network in self.inference_networks():
+            network.compile()
+
     def optim_param_groups(self, lr: float, lr_backbone: float | None) -> list[dict]:
         """Parameter groups for the optimizer; policies with a vision backbone may train it at `lr_backbone`."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]

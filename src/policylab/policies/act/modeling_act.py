@@ -64,6 +64,9 @@ class ACTPolicy(PreTrainedPolicy):
         if self.temporal_ensembler is not None:
             self.temporal_ensembler.reset()
 
+    def inference_networks(self) -> list[nn.Module]:
+        return [self.model]
+
     def optim_param_groups(self, lr: float, lr_backbone: float | None) -> list[dict]:
         backbone = [
             p for n, p in self.named_parameters() if n.startswith("model.backbone.") and p.requires_grad

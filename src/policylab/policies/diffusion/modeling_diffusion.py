@@ -16,7 +16,7 @@ from collections import deque
 import torch
 import torch.nn.functional as F  # noqa: N812
 from diffusers import DDIMScheduler, DDPMScheduler, LCMScheduler
-from torch import Tensor
+from torch import Tensor, nn
 
 from policylab.constants import ACTION, PAD_SUFFIX
 from policylab.policies.diffusion.conditional_unet1d import ConditionalUnet1d
@@ -43,7 +43,8 @@ def make_noise_scheduler(config: DiffusionConfig) -> DDPMScheduler | DDIMSchedul
     )
     if config.noise_scheduler_type == "LCM":
         return LCMScheduler(**schedule, original_inference_steps=config.original_inference_steps)
-    return (DDPMScheduler if config.noise_scheduler_type == "DDPM" else DDIMScheduler)(**schedule)
+    scheduler_class = DDPMScheduler if config.noise_scheduler_type == "DDPM" else DDIMScheduler
+    return scheduler_class(**schedule, timestep_spacing=config.timestep_spacing)
 
 
 class DiffusionPolicy(PreTrainedPolicy):
@@ -77,6 +78,9 @@ class DiffusionPolicy(PreTrainedPolicy):
         """Forget the observation history and queued actions; call at the start of every episode."""
         self._history = ObservationHistory(self.config.input_shapes, self.config.n_obs_steps)
         self._action_queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
+
+    def inference_networks(self) -> list[nn.Module]:
+        return [self.unet]  # called once per denoising step; the observation encoder runs once per chunk
 
     @torch.no_grad()
     def predict_action_chunk(

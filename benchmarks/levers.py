@@ -24,6 +24,7 @@ Prints one JSON object: per config, per lever, the median milliseconds and the s
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -33,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-from vs_lerobot_worker import CONFIGS, Policylab  # the identical model configurations of the LeRobot comparison
+# the identical model configurations of the LeRobot comparison
+from vs_lerobot_worker import CONFIGS, Policylab
 
 TRAIN_LEVERS = [
     "base", "adamw_foreach", "adamw_fused", "ema_foreach", "channels_last", "compile", "compile_networks", "threads_1"
@@ -85,7 +87,7 @@ def training_step_ms(tool: Policylab, config: str, lever: str) -> dict:
     loader = torch.utils.data.DataLoader(
         tool.training_dataset(spec), batch_size=spec["batch_size"], shuffle=True, drop_last=True
     )
-    batches = [batch for batch, _ in zip(loader, range(4))]  # in memory: the step alone is timed
+    batches = list(itertools.islice(loader, 4))  # in memory: the step alone is timed
     if lever == "channels_last":
         policy.to(memory_format=torch.channels_last)
         batches = [to_channels_last(batch) for batch in batches]
@@ -142,7 +144,11 @@ def in_fresh_process(job: dict) -> dict:
         [sys.executable, __file__, "--job", json.dumps(job)], capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+        return {
+            "error": done.stderr.strip().splitlines()[-1]
+            if done.stderr.strip()
+            else f"exit {done.returncode}"
+        }
     result = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"{job} -> {result} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     return result
@@ -160,10 +166,16 @@ def with_speedups(results: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset-root", help="a PushT dataset recorded by `policylab record` (with images)")
-    parser.add_argument("--configs", default=",".join(SAMPLERS), help=f"comma-separated, from {list(SAMPLERS)}")
-    parser.add_argument("--levers", default=",".join(TRAIN_LEVERS), help=f"comma-separated, from {TRAIN_LEVERS}")
+    parser.add_argument(
+        "--configs", default=",".join(SAMPLERS), help=f"comma-separated, from {list(SAMPLERS)}"
+    )
+    parser.add_argument(
+        "--levers", default=",".join(TRAIN_LEVERS), help=f"comma-separated, from {TRAIN_LEVERS}"
+    )
     parser.add_argument("--skip", default="", help="comma-separated parts to leave out: train, inference")
     parser.add_argument("--job", help=argparse.SUPPRESS)  # internal: one measurement in this process
     args = parser.parse_args()
@@ -189,7 +201,9 @@ def main() -> None:
         if "inference" not in skip:
             for sampler in SAMPLERS[config]:
                 measured = {
-                    lever: in_fresh_process({**common, "kind": "inference", "lever": lever, "sampler": sampler})
+                    lever: in_fresh_process(
+                        {**common, "kind": "inference", "lever": lever, "sampler": sampler}
+                    )
                     for lever in levers
                     if lever in INFERENCE_LEVERS and applies(config, lever)
                 }

@@ -241,8 +241,13 @@ def jobs(args: argparse.Namespace) -> list[dict]:
         ]  # fmt: skip
     if "infer" in parts:
         listed += [
-            {"kind": "infer", "config": name, "calls": args.infer_calls, "warmup": args.infer_warmup,
-             "policylab_compile": args.policylab_compile}
+            {
+                "kind": "infer",
+                "config": name,
+                "calls": args.infer_calls,
+                "warmup": args.infer_warmup,
+                "policylab_compile": args.policylab_compile,
+            }
             for name in configs
         ]
     return [{**common, **job} for job in listed]

@@ -289,7 +289,7 @@ def measure_inference(tool, spec: dict, calls: int, warmup: int, compile_network
         policy.eval()
         with torch.no_grad():
             flops = count_flops(lambda: tool.chunk(policy, observation))  # noqa: B023 (called right here)
-        if compile_networks:  # policylab's option (`policylab bench --bench.compile=true`); compiles in warm-up
+        if compile_networks:  # policylab's `--bench.compile=true`; the warm-up calls compile
             policy.compile_for_inference()
         for _ in range(warmup):
             tool.chunk(policy, observation)

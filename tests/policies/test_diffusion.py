@@ -109,7 +109,9 @@ def test_ddpm_100_and_ddim_10_sample_from_the_same_weights(tmp_path):
     assert len(calls) == 110
 
 
-@pytest.mark.parametrize(("spacing", "steps"), [("linspace", [99, 88, 0]), ("leading", [90, 80, 0]), ("trailing", [99, 89, 9])])
+@pytest.mark.parametrize(
+    ("spacing", "steps"), [("linspace", [99, 88, 0]), ("leading", [90, 80, 0]), ("trailing", [99, 89, 9])]
+)
 def test_timestep_spacing_decides_which_training_steps_ddim_visits(spacing, steps):
     config = tiny_config(num_train_timesteps=100, noise_scheduler_type="DDIM", num_inference_steps=10,
                          timestep_spacing=spacing)  # fmt: skip

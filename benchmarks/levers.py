@@ -26,8 +26,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 # the identical model configurations of the LeRobot comparison
+from vs_lerobot import run_in_fresh_process
 from vs_lerobot_worker import CONFIGS, Policylab
 
 TRAIN_LEVERS = [
@@ -131,7 +132,7 @@ def inference_ms(tool: Policylab, config: str, lever: str, sampler: str) -> dict
 
 
 def run_job(job: dict) -> dict:
-    torch.set_num_threads(1 if job["lever"] == "threads_1" else 2)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # set by in_fresh_process
     tool = Policylab(job["root"])
     if job["kind"] == "train":
         return training_step_ms(tool, job["config"], job["lever"])
@@ -139,19 +140,8 @@ def run_job(job: dict) -> dict:
 
 
 def in_fresh_process(job: dict) -> dict:
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, __file__, "--job", json.dumps(job)], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        return {
-            "error": done.stderr.strip().splitlines()[-1]
-            if done.stderr.strip()
-            else f"exit {done.returncode}"
-        }
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"{job} -> {result} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    return result
+    threads = 1 if job["lever"] == "threads_1" else 2
+    return run_in_fresh_process([sys.executable, __file__, "--job"], job, threads)
 
 
 def with_speedups(results: dict) -> dict:

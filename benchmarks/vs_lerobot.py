@@ -117,8 +117,9 @@ def ensure_dataset(root: Path, episodes: int) -> dict:
     return info
 
 
-def run_in_fresh_process(python: str, job: dict, threads: int) -> dict:
-    """Runs `job` in `python` (stderr passed through); the result, or {"error": ...} if the worker failed."""
+def run_in_fresh_process(command: list[str], job: dict, threads: int) -> dict:
+    """Runs `command` with the job's JSON as its last argument (stderr passed through); the result its last
+    stdout line holds, or {"error": ...} if the worker failed."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(threads),
@@ -126,7 +127,7 @@ def run_in_fresh_process(python: str, job: dict, threads: int) -> dict:
         "HF_HUB_OFFLINE": "1",
     }
     process = subprocess.Popen(
-        [python, str(WORKER), json.dumps(job)],
+        [*command, json.dumps(job)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     last_lines = collections.deque(maxlen=3)
@@ -354,7 +355,9 @@ def main() -> None:
         name = job_name(job)
         for tool in TOOLS:  # policylab, then LeRobot, each in a fresh process
             log(f"{number}/{len(listed)} {name}: {tool} ({time.perf_counter() - started:.0f} s so far)")
-            results[tool][name] = run_in_fresh_process(pythons[tool], {**job, "tool": tool}, args.threads)
+            results[tool][name] = run_in_fresh_process(
+                [pythons[tool], str(WORKER)], {**job, "tool": tool}, args.threads
+            )
             log(f"{name} {tool}: {json.dumps(results[tool][name])}")
     log(f"done in {time.perf_counter() - started:.0f} s")
     print(json.dumps(report(results, args, info), indent=2))

@@ -1,5 +1,5 @@
-"""Learning check: train a policy on recorded PushT demonstrations (keypoints + state) on this CPU within a
-time budget, then measure success over held-out seeds for each way of acting with the trained weights.
+"""Learning check: train a policy on recorded PushT demonstrations (keypoints + state; diffusion_image: camera
++ state) on this CPU within a time budget, then measure success over held-out seeds for each way of acting with the trained weights.
 
     python benchmarks/learning_check.py --policy act --dataset-root data/pusht --output-dir outputs/act_kp --minutes 29
     python benchmarks/learning_check.py --policy diffusion --dataset-root data/pusht --output-dir outputs/dp_kp --minutes 29
@@ -43,6 +43,8 @@ PRESETS = {
         "--training.batch_size=256", "--training.lr=1e-3", "--training.steps=1600",
     ],
     "diffusion": [f"--config_path={PRESETS_DIR / 'diffusion_pusht_keypoints_cpu.json'}", "--training.steps=14000"],
+    # camera + state: the image CPU preset as it is (its steps fill about 60 minutes here)
+    "diffusion_image": [f"--config_path={PRESETS_DIR / 'diffusion_pusht_image_cpu.json'}"],
 }  # fmt: skip
 COMMON = ["--training.save_freq=2500", "--training.log_freq=250"]
 VARIANTS = {
@@ -60,6 +62,7 @@ VARIANTS = {
         "DDIM-10 without EMA": {"noise_scheduler_type": "DDIM", "num_inference_steps": 10, "ema": False},
     },
 }
+VARIANTS["diffusion_image"] = VARIANTS["diffusion"]
 
 
 def train(

@@ -29,7 +29,7 @@ from learning_check import train  # this folder is on sys.path when run as a scr
 from policylab.evaluation import evaluate_policy
 from policylab.policies import PreTrainedPolicy
 
-SAVE_FREQ = {"act": 400, "diffusion": 3500}  # steps; ~7 minutes of each preset (learning_check.py) here
+SAVE_FREQ = {"act": 400, "diffusion": 3500, "diffusion_image": 750}  # steps; ~7 (image: ~15) minutes here
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -73,7 +73,7 @@ def plot(curves: dict[str, list[dict]], episodes: int, path: Path) -> None:
         axes.set_xlim(left=0)
         axes.grid(alpha=0.3)
         axes.legend()
-    figure.suptitle("PushT (keypoints + state): learning per training minute on this machine")
+    figure.suptitle("PushT: learning per training minute on this machine (keypoints + state unless named)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -83,7 +83,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--policies", default="act,diffusion", help="comma-separated: act, diffusion")
+    parser.add_argument(
+        "--policies", default="act,diffusion", help="comma-separated: act, diffusion, diffusion_image"
+    )
     parser.add_argument("--dataset-root", default="data/pusht")
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--minutes", type=float, default=30.0)

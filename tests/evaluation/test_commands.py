@@ -6,6 +6,7 @@ from pathlib import Path
 
 import av
 import pytest
+import torch
 from PIL import Image
 
 from helpers import KEYPOINT_INPUTS, TINY_ACT_FLAGS, TINY_DIFFUSION_FLAGS, run_policylab
@@ -206,6 +207,18 @@ def test_distill_writes_a_student_that_eval_bench_and_compare_take_as_they_are(r
     assert compare.returncode == 0, compare.stderr
     report = (tmp_path / "report/report.md").read_text()
     assert "| student (diffusion) | " in report and "LCM-1" in report and "DDPM-20" in report
+
+
+def test_distill_trains_a_smaller_student_from_the_teachers_encoder_and_its_own_unet(runs, tmp_path):
+    result = run_policylab("distill", f"--teacher.path={runs['diffusion']}", f"--output_dir={tmp_path}",
+                           "--distill.down_dims=[16]", "--training.steps=2", "--training.batch_size=4")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    teacher = PreTrainedPolicy.from_pretrained(runs["diffusion"] / "checkpoints/last/pretrained_model")
+    student = PreTrainedPolicy.from_pretrained(tmp_path / "checkpoints/last/pretrained_model")
+    assert (teacher.config.down_dims, student.config.down_dims) == ([16, 32], [16])
+    assert student.unet.state_dict().keys() != teacher.unet.state_dict().keys()
+    for name, stats in teacher.normalize_inputs.state_dict().items():  # the teacher's statistics, kept
+        assert torch.equal(student.normalize_inputs.state_dict()[name], stats)
 
 
 def test_distill_refuses_a_teacher_that_is_not_diffusion(runs, tmp_path):

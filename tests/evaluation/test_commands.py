@@ -6,7 +6,6 @@ from pathlib import Path
 
 import av
 import pytest
-import torch
 from PIL import Image
 
 from helpers import KEYPOINT_INPUTS, TINY_ACT_FLAGS, TINY_DIFFUSION_FLAGS, run_policylab
@@ -209,16 +208,30 @@ def test_distill_writes_a_student_that_eval_bench_and_compare_take_as_they_are(r
     assert "| student (diffusion) | " in report and "LCM-1" in report and "DDPM-20" in report
 
 
-def test_distill_trains_a_smaller_student_from_the_teachers_encoder_and_its_own_unet(runs, tmp_path):
-    result = run_policylab("distill", f"--teacher.path={runs['diffusion']}", f"--output_dir={tmp_path}",
-                           "--distill.down_dims=[16]", "--training.steps=2", "--training.batch_size=4")  # fmt: skip
+def test_distill_starts_a_smaller_student_from_another_trained_network_that_acts_like_the_teacher(
+    runs, recorded_pusht, tmp_path
+):
+    def train_small(name: str, *flags: str) -> Path:
+        result = run_policylab(
+            "train", *TINY_DIFFUSION_FLAGS, KEYPOINT_INPUTS, "--policy.down_dims=[16]", *flags,
+            f"--dataset.root={recorded_pusht}", f"--output_dir={tmp_path / name}", "--training.steps=2",
+            "--training.batch_size=4",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return tmp_path / name
+
+    small = train_small("small")
+    result = run_policylab("distill", f"--teacher.path={runs['diffusion']}", f"--student.path={small}",
+                           f"--output_dir={tmp_path / 'student'}", "--training.steps=2", "--training.batch_size=4")  # fmt: skip
     assert result.returncode == 0, result.stderr
-    teacher = PreTrainedPolicy.from_pretrained(runs["diffusion"] / "checkpoints/last/pretrained_model")
-    student = PreTrainedPolicy.from_pretrained(tmp_path / "checkpoints/last/pretrained_model")
-    assert (teacher.config.down_dims, student.config.down_dims) == ([16, 32], [16])
-    assert student.unet.state_dict().keys() != teacher.unet.state_dict().keys()
-    for name, stats in teacher.normalize_inputs.state_dict().items():  # the teacher's statistics, kept
-        assert torch.equal(student.normalize_inputs.state_dict()[name], stats)
+    student = PreTrainedPolicy.from_pretrained(tmp_path / "student/checkpoints/last/pretrained_model")
+    assert (student.config.down_dims, student.config.noise_scheduler_type) == ([16], "LCM")
+
+    other_horizon = train_small("other_horizon", "--policy.horizon=8", "--policy.n_action_steps=4")
+    refused = run_policylab("distill", f"--teacher.path={runs['diffusion']}", f"--student.path={other_horizon}",
+                            f"--output_dir={tmp_path / 'refused'}")  # fmt: skip
+    assert refused.returncode == 2 and "has horizon=8 and the teacher 16" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_distill_refuses_a_teacher_that_is_not_diffusion(runs, tmp_path):

@@ -1,8 +1,8 @@
 """`policylab distill`: train a consistency student of a trained Diffusion Policy with the training engine.
 
-The student is a `diffusion` policy with the teacher's architecture and weights to start from (or, with
---distill.down_dims, a smaller UNet of its own from random weights: at batch 1 on a CPU a call costs per
-layer, not per multiply, so fewer levels is what makes one step fast), sampling
+The student is a `diffusion` policy that starts from the teacher's weights, or from those of another
+diffusion policy trained on the same data (--student.path: e.g. a smaller UNet; at batch 1 on a CPU a call
+costs per layer, not per multiply, so fewer levels is what makes one step fast), sampling
 with noise_scheduler_type=LCM and predicting actions directly (prediction_type=sample: from the cosine
 schedule's last noise level, sqrt(alpha_bar) ~ 0.003, an action estimate derived from a noise prediction
 magnifies its error some 300 times); it is trained with `ConsistencyDistillation` on the teacher's dataset and
@@ -39,6 +39,26 @@ class TeacherConfig:
 
 
 @dataclass
+class StudentConfig:
+    """The network the student starts from.
+
+    path: a trained `diffusion` policy (run folder or checkpoint) whose network sizes and weights the student
+        takes, e.g. one with smaller down_dims trained by `policylab train` on the teacher's data. It must
+        act like the teacher (same inputs, actions, horizon, observation steps and noise schedule). Default:
+        the teacher itself.
+    """
+
+    path: str | None = None
+
+
+# what a starting network must share with the teacher: the task and the noise levels the distillation maps
+SHARED_WITH_TEACHER = (
+    "input_shapes", "output_shapes", "n_obs_steps", "horizon", "num_train_timesteps", "beta_schedule",
+    "beta_start", "beta_end", "clip_sample", "clip_sample_range",
+)  # fmt: skip
+
+
+@dataclass
 class DistillSettings:
     """The consistency distillation.
 
@@ -50,9 +70,6 @@ class DistillSettings:
         actions) next to the consistency loss (Consistency Policy's regularizer); 0 turns it off.
     huber_c: constant of the pseudo-Huber consistency loss (0: squared error).
     target_decay: EMA decay of the target network the consistency loss compares with.
-    down_dims: the student UNet's levels (e.g. [128]: one level); default the teacher's, whose weights the
-        student then starts from. Another one starts the UNet from random weights (the observation encoder
-        still starts from the teacher's) and needs more steps.
     """
 
     original_inference_steps: int = 10
@@ -60,7 +77,6 @@ class DistillSettings:
     dsm_weight: float = 1.0
     huber_c: float = 0.001
     target_decay: float = 0.95
-    down_dims: list[int] | None = None
 
 
 @dataclass
@@ -85,6 +101,7 @@ class DistillConfig:
     """
 
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     distill: DistillSettings = field(default_factory=DistillSettings)
     training: DistillTrainingConfig = field(default_factory=DistillTrainingConfig)
@@ -106,15 +123,15 @@ def run_distill(config: DistillConfig) -> Path:
         raise ConfigError(
             f"--teacher.path={config.teacher.path} is already a consistency student; give its teacher"
         )
+    start = starting_network(config.student.path, teacher, device)
     settings = config.distill
     try:
         student_config = dataclasses.replace(
-            teacher.config,
+            start.config,
             noise_scheduler_type="LCM",
             prediction_type="sample",
             num_inference_steps=settings.inference_steps,
             original_inference_steps=settings.original_inference_steps,
-            down_dims=settings.down_dims or teacher.config.down_dims,
         )
     except ValueError as error:
         raise ConfigError(f"--distill.*: {error}") from None
@@ -139,15 +156,23 @@ def run_distill(config: DistillConfig) -> Path:
             student, teacher, settings.dsm_weight, settings.huber_c, settings.target_decay
         )
 
-    return train(train_config, objective=objective, initial_weights=starting_weights(teacher, student_config))
+    return train(train_config, objective=objective, initial_weights=start.state_dict())
 
 
-def starting_weights(teacher: DiffusionPolicy, student_config) -> dict:
-    """The teacher's weights the student starts from: all of them, or all but the UNet's when its shape differs."""
-    weights = teacher.state_dict()
-    if student_config.down_dims == teacher.config.down_dims:
-        return weights
-    return {name: value for name, value in weights.items() if not name.startswith("unet.")}
+def starting_network(path: str | None, teacher: DiffusionPolicy, device) -> DiffusionPolicy:
+    """The policy at --student.path, checked against the teacher; the teacher itself without a path."""
+    if path is None:
+        return teacher
+    start = load_policy(path, [], device)
+    if not isinstance(start, DiffusionPolicy) or start.config.noise_scheduler_type == "LCM":
+        raise ConfigError(f"--student.path={path} is not a trained diffusion policy (DDPM or DDIM)")
+    for name in SHARED_WITH_TEACHER:
+        if getattr(start.config, name) != getattr(teacher.config, name):
+            raise ConfigError(
+                f"--student.path={path} has {name}={getattr(start.config, name)!r} and the teacher "
+                f"{getattr(teacher.config, name)!r}: a student must act like its teacher"
+            )
+    return start
 
 
 def _timestamp() -> str:

@@ -237,7 +237,7 @@ def train(
     `evaluate(policy) -> metrics` is called every `training.eval_freq` steps (with the EMA weights when
     EMA is on) and its result is logged.
     `objective(policy)` gives the module whose `forward(batch)["loss"]` is minimized (default: the policy's
-    own loss); the policy is what is optimized and saved. `initial_weights` start a new run (not a resumed one); parameters they do not name keep their initialization.
+    own loss); the policy is what is optimized and saved. `initial_weights` start a new run (not a resumed one).
     """
     check_config(config)
     device = select_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -268,9 +268,7 @@ def train(
     hyper = resolve_hyperparameters(config, policy_config, len(positions), ddp.world_size)
     policy = PreTrainedPolicy.policy_class(policy_config)(policy_config, dataset_stats=meta.stats).to(device)
     if checkpoint is None and initial_weights is not None:
-        unexpected = policy.load_state_dict(initial_weights, strict=False).unexpected_keys
-        if unexpected:
-            raise ValueError(f"initial weights that the policy does not have: {unexpected[:5]}")
+        policy.load_state_dict(initial_weights)
     state = make_training_state(policy, hyper, device)
     start_step = 0 if checkpoint is None else load_checkpoint(checkpoint, policy, state)
     if start_step >= hyper.steps and ddp.is_main:

@@ -1,5 +1,6 @@
-"""Learning check: train a policy on recorded PushT demonstrations (keypoints + state; diffusion_image: camera
-+ state) on this CPU within a time budget, then measure success over held-out seeds for each way of acting with the trained weights.
+"""Learning check: train a policy on recorded PushT demonstrations (keypoints + state; diffusion_image:
+camera + state) on this CPU within a time budget, then measure success over held-out seeds for each way of
+acting with the trained weights.
 
     python benchmarks/learning_check.py --policy act --dataset-root data/pusht --output-dir outputs/act_kp --minutes 29
     python benchmarks/learning_check.py --policy diffusion --dataset-root data/pusht --output-dir outputs/dp_kp --minutes 29

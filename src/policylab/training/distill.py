@@ -114,15 +114,7 @@ class DistillConfig:
 def run_distill(config: DistillConfig) -> Path:
     """Distill `config.teacher.path` into a student written to `config.output_dir`; returns that folder."""
     device = select_device(config.device)
-    teacher = load_policy(config.teacher.path, [], device)
-    if not isinstance(teacher, DiffusionPolicy):
-        raise ConfigError(
-            f"--teacher.path={config.teacher.path} is an {teacher.config.type!r} policy; distill takes a diffusion one"
-        )
-    if teacher.config.noise_scheduler_type == "LCM":
-        raise ConfigError(
-            f"--teacher.path={config.teacher.path} is already a consistency student; give its teacher"
-        )
+    teacher = trained_diffusion_policy("teacher", config.teacher.path, device)
     start = starting_network(config.student.path, teacher, device)
     settings = config.distill
     try:
@@ -159,13 +151,23 @@ def run_distill(config: DistillConfig) -> Path:
     return train(train_config, objective=objective, initial_weights=start.state_dict())
 
 
+def trained_diffusion_policy(flag: str, path: str | None, device) -> DiffusionPolicy:
+    """The DDPM or DDIM diffusion policy at --<flag>.path; a clear error for any other."""
+    policy = load_policy(path, [], device)
+    if not isinstance(policy, DiffusionPolicy):
+        raise ConfigError(
+            f"--{flag}.path={path} is an {policy.config.type!r} policy; distill takes a diffusion one"
+        )
+    if policy.config.noise_scheduler_type == "LCM":
+        raise ConfigError(f"--{flag}.path={path} is already a consistency student; give its teacher")
+    return policy
+
+
 def starting_network(path: str | None, teacher: DiffusionPolicy, device) -> DiffusionPolicy:
     """The policy at --student.path, checked against the teacher; the teacher itself without a path."""
     if path is None:
         return teacher
-    start = load_policy(path, [], device)
-    if not isinstance(start, DiffusionPolicy) or start.config.noise_scheduler_type == "LCM":
-        raise ConfigError(f"--student.path={path} is not a trained diffusion policy (DDPM or DDIM)")
+    start = trained_diffusion_policy("student", path, device)
     for name in SHARED_WITH_TEACHER:
         if getattr(start.config, name) != getattr(teacher.config, name):
             raise ConfigError(

@@ -41,13 +41,42 @@ def observation(config, batch_size=2, steps=None) -> dict:
     return {key: torch.rand(batch_size, *time, *shape) for key, shape in config.input_shapes.items()}
 
 
-@pytest.mark.parametrize(("horizon", "down_dims"), [(16, [8, 16, 32]), (8, [8, 16]), (12, [8, 16]), (5, [8])])
-def test_unet_keeps_the_sequence_shape(horizon, down_dims):
+@pytest.mark.parametrize(
+    ("horizon", "down_dims", "n_res_blocks"),
+    [(16, [8, 16, 32], 2), (16, [8, 16, 32], 1), (8, [8, 16], 3), (12, [8, 16], 2), (5, [8], 1)],
+)
+def test_unet_keeps_the_sequence_shape(horizon, down_dims, n_res_blocks):
     unet = ConditionalUnet1d(
-        action_dim=3, global_cond_dim=7, down_dims=down_dims, n_groups=4, diffusion_step_embed_dim=8
+        action_dim=3,
+        global_cond_dim=7,
+        down_dims=down_dims,
+        n_groups=4,
+        diffusion_step_embed_dim=8,
+        n_res_blocks=n_res_blocks,
     )
     out = unet(torch.randn(4, horizon, 3), torch.randint(0, 100, (4,)), torch.randn(4, 7))
     assert out.shape == (4, horizon, 3)
+
+
+def test_unet_has_n_res_blocks_per_level_and_in_the_middle_with_the_paper_layout_at_two():
+    def block_names(n_res_blocks):
+        unet = ConditionalUnet1d(
+            2, 7, [8, 16, 32], n_groups=4, diffusion_step_embed_dim=8, n_res_blocks=n_res_blocks
+        )
+        return {
+            name.rsplit(".conv1.0.weight")[0]
+            for name, _ in unet.named_parameters()
+            if "conv1.0.weight" in name
+        }
+
+    # down: 3 levels, middle, up: 2 levels; the key names are those of LeRobot's checkpoints at 2
+    assert len(block_names(1)) == 3 + 1 + 2
+    assert block_names(2) == {
+        *(f"down_modules.{level}.{i}" for level in range(3) for i in range(2)),
+        "mid_modules.0",
+        "mid_modules.1",
+        *(f"up_modules.{level}.{i}" for level in range(2) for i in range(2)),
+    }
 
 
 def test_horizon_must_survive_the_unet_downsampling():

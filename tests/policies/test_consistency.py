@@ -83,6 +83,38 @@ def test_one_consistency_step_of_a_distilled_student_lands_near_the_teachers_ddp
     assert error < 0.5 * (undistilled - reference).abs().mean()  # distillation taught the one-step jump
 
 
+def test_the_teacher_solves_each_row_down_to_its_own_level_in_ddim_steps(teacher):
+    student = student_of(teacher)
+    objective = ConsistencyDistillation(student, teacher, 0.0, 0.0, 0.95, teacher_steps=10)
+    config = teacher.config
+    assert config.prediction_type == "epsilon" and config.clip_sample
+    torch.manual_seed(3)
+    sample = torch.randn(4, config.horizon, 2)
+    cond = torch.randn(4, teacher.observation_encoder.output_dim)
+    t, t_end = torch.tensor([99, 99, 49, 9]), torch.tensor([0, 59, 19, 0])
+    solved = objective.teacher_solve(sample, t, t_end, cond)
+
+    alphas = teacher.noise_scheduler.alphas_cumprod
+    for row in range(4):  # by hand: one DDIM step (eta 0) at a time, 10 training steps apart
+        x, level = sample[row : row + 1], int(t[row])
+        while level > t_end[row]:
+            following = max(level - 10, int(t_end[row]))
+            a = alphas[level]
+            predicted_noise = teacher.unet(
+                x, torch.tensor([level]), cond[row : row + 1]
+            )  # an epsilon teacher
+            clean = ((x - (1 - a).sqrt() * predicted_noise) / a.sqrt()).clamp(-1, 1)
+            noise = (x - a.sqrt() * clean) / (1 - a).sqrt()  # the noise that the clipped estimate implies
+            x = alphas[following].sqrt() * clean + (1 - alphas[following]).sqrt() * noise
+            level = following
+        torch.testing.assert_close(solved[row : row + 1], x)
+
+
+def test_teacher_steps_must_fit_the_levels(teacher):
+    with pytest.raises(ValueError, match="teacher_steps=11 must be in 1..original_inference_steps=10"):
+        ConsistencyDistillation(student_of(teacher), teacher, 0.0, 0.0, 0.95, teacher_steps=11)
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

@@ -19,7 +19,7 @@ from pathlib import Path
 from policylab.evaluation.configs import dataset_root_for, load_policy
 from policylab.flags import ConfigError
 from policylab.policies.diffusion import DiffusionPolicy
-from policylab.policies.diffusion.consistency import ConsistencyDistillation
+from policylab.policies.diffusion.consistency import ConsistencyDistillation, check_teacher_steps
 from policylab.training.configs import DatasetConfig, TrainConfig, TrainingConfig
 from policylab.training.trainer import train
 from policylab.utils.device import select_device
@@ -70,6 +70,9 @@ class DistillSettings:
         actions) next to the consistency loss (Consistency Policy's regularizer); 0 turns it off.
     huber_c: constant of the pseudo-Huber consistency loss (0: squared error).
     target_decay: EMA decay of the target network the consistency loss compares with.
+    teacher_steps: at most this many teacher steps before the target network takes over (each target draws
+        1..teacher_steps; up to N). 1 is LCM's single step between neighbouring levels; more lets the teacher
+        solve more of the way, so targets lean less on the student's own estimates (a small student gains).
     """
 
     original_inference_steps: int = 10
@@ -77,6 +80,7 @@ class DistillSettings:
     dsm_weight: float = 1.0
     huber_c: float = 0.001
     target_decay: float = 0.95
+    teacher_steps: int = 1
 
 
 @dataclass
@@ -125,6 +129,7 @@ def run_distill(config: DistillConfig) -> Path:
             num_inference_steps=settings.inference_steps,
             original_inference_steps=settings.original_inference_steps,
         )
+        check_teacher_steps(settings.teacher_steps, settings.original_inference_steps)
     except ValueError as error:
         raise ConfigError(f"--distill.*: {error}") from None
     root = dataset_root_for(config.teacher.path, config.dataset, "distill")
@@ -145,7 +150,12 @@ def run_distill(config: DistillConfig) -> Path:
 
     def objective(student: DiffusionPolicy) -> ConsistencyDistillation:
         return ConsistencyDistillation(
-            student, teacher, settings.dsm_weight, settings.huber_c, settings.target_decay
+            student,
+            teacher,
+            settings.dsm_weight,
+            settings.huber_c,
+            settings.target_decay,
+            settings.teacher_steps,
         )
 
     return train(train_config, objective=objective, initial_weights=start.state_dict())

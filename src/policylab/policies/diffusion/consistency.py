@@ -8,8 +8,12 @@ on the teacher's own DDPM noise schedule, with Consistency Policy's denoising re
     x_t   = sqrt(a_t) a + sqrt(1 - a_t) eps                     a: demonstrated actions, t one of the t_n
     f(x, t) = c_skip(t) x + c_out(t) a_hat(x, t)               the student's consistency function (LCM's
                                                                boundary scalings: f(x, 0) = x)
-    x_prev  = one DDIM step of the frozen teacher from x_t to t - k (0 at the end)
-    loss    = pseudo-Huber(f_student(x_t, t) - stopgrad f_student(x_prev, t - k)) + w * denoising loss
+    x_prev  = m DDIM steps of the frozen teacher from x_t to s = t - m k (not below 0), m ~ U{1..M}
+    loss    = pseudo-Huber(f_student(x_t, t) - stopgrad f_student(x_prev, s)) + w * denoising loss
+
+M = 1 is LCM's one teacher step between neighbouring levels. A larger M lets the teacher solve more of the
+way (as Consistency Trajectory Models do), so the target leans less on the student's own, still wrong,
+estimates at lower levels; M = N makes some targets the teacher's whole N-step solve.
 
 The target network is an exponential moving average of the student's UNet (decay 0.95, as in consistency
 models and LCM), updated before every step; the student starts from the teacher's weights. A student
@@ -28,6 +32,13 @@ from torch import Tensor, nn
 from policylab.policies.diffusion.modeling_diffusion import DiffusionPolicy
 
 
+def check_teacher_steps(teacher_steps: int, original_inference_steps: int) -> None:
+    if not 1 <= teacher_steps <= original_inference_steps:
+        raise ValueError(
+            f"teacher_steps={teacher_steps} must be in 1..original_inference_steps={original_inference_steps}"
+        )
+
+
 class ConsistencyDistillation(nn.Module):
     """The training objective of a consistency student: `forward(batch)` returns the loss terms."""
 
@@ -38,6 +49,7 @@ class ConsistencyDistillation(nn.Module):
         dsm_weight: float,
         huber_c: float,
         target_decay: float,
+        teacher_steps: int = 1,
     ):
         super().__init__()
         config = student.config
@@ -48,6 +60,8 @@ class ConsistencyDistillation(nn.Module):
         self.student = student
         self.teacher = teacher.to(student.device).requires_grad_(False).eval()
         self.dsm_weight, self.huber_c, self.target_decay = dsm_weight, huber_c, target_decay
+        check_teacher_steps(teacher_steps, config.original_inference_steps)
+        self.teacher_steps = teacher_steps
         self.target_unet = copy.deepcopy(student.unet).requires_grad_(False)  # EMA of the student's UNet
         self.skip = config.num_train_timesteps // config.original_inference_steps
         levels = torch.arange(1, config.original_inference_steps + 1) * self.skip - 1  # (N,) 9, 19, ..., 99
@@ -64,17 +78,15 @@ class ConsistencyDistillation(nn.Module):
         t = self.levels[
             torch.randint(0, len(self.levels), (actions.shape[0],), device=actions.device)
         ]  # (B,)
-        t_prev = (t - self.skip).clamp_min(0)
         noise = torch.randn_like(actions)
         noisy = student.noise_scheduler.add_noise(actions, noise, t)
 
         predicted, output = self.consistency(student.unet, noisy, t, global_cond)
         with torch.no_grad():
-            teacher_output = self.teacher.unet(noisy, t, teacher_cond)
-            teacher_clean, teacher_noise = self.clean_and_noise(self.teacher, teacher_output, noisy, t)
-            a_prev = self.alpha(t_prev)
-            previous = a_prev.sqrt() * teacher_clean + (1 - a_prev).sqrt() * teacher_noise  # DDIM step, eta 0
-            target, _ = self.consistency(self.target_unet, previous, t_prev, global_cond.detach())
+            teacher_steps = torch.randint(1, self.teacher_steps + 1, t.shape, device=t.device)  # (B,) m
+            t_end = (t - teacher_steps * self.skip).clamp_min(0)
+            previous = self.teacher_solve(noisy, t, t_end, teacher_cond)
+            target, _ = self.consistency(self.target_unet, previous, t_end, global_cond.detach())
 
         error = predicted - target  # (B, T, Da)
         consistency = (
@@ -85,6 +97,17 @@ class ConsistencyDistillation(nn.Module):
         dsm_loss = student.mean_over_actions(F.mse_loss(output, denoising_target, reduction="none"), batch)
         loss = consistency_loss + self.dsm_weight * dsm_loss
         return {"loss": loss, "consistency_loss": consistency_loss.detach(), "dsm_loss": dsm_loss.detach()}
+
+    def teacher_solve(self, sample: Tensor, t: Tensor, t_end: Tensor, cond: Tensor) -> Tensor:
+        """DDIM (eta 0) steps of the teacher, `skip` apart, from x_t at t down to t_end, per row: (B, T, Da)."""
+        while bool((t > t_end).any()):
+            stepping = (t > t_end).view(-1, 1, 1)
+            clean, noise = self.clean_and_noise(self.teacher, self.teacher.unet(sample, t, cond), sample, t)
+            t_next = torch.maximum(t - self.skip, t_end)
+            a_next = self.alpha(t_next)
+            sample = torch.where(stepping, a_next.sqrt() * clean + (1 - a_next).sqrt() * noise, sample)
+            t = t_next
+        return sample
 
     @torch.no_grad()
     def update_target(self) -> None:

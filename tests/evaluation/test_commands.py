@@ -220,12 +220,14 @@ def test_distill_starts_a_smaller_student_from_another_trained_network_that_acts
         assert result.returncode == 0, result.stderr
         return tmp_path / name
 
-    small = train_small("small")
+    small = train_small("small", "--policy.n_res_blocks=1")
     result = run_policylab("distill", f"--teacher.path={runs['diffusion']}", f"--student.path={small}",
-                           f"--output_dir={tmp_path / 'student'}", "--training.steps=2", "--training.batch_size=4")  # fmt: skip
+                           f"--output_dir={tmp_path / 'student'}", "--training.steps=2", "--training.batch_size=4",
+                           "--distill.teacher_steps=10")  # fmt: skip
     assert result.returncode == 0, result.stderr
     student = PreTrainedPolicy.from_pretrained(tmp_path / "student/checkpoints/last/pretrained_model")
-    assert (student.config.down_dims, student.config.noise_scheduler_type) == ([16], "LCM")
+    assert (student.config.down_dims, student.config.n_res_blocks) == ([16], 1)
+    assert student.config.noise_scheduler_type == "LCM"
 
     other_horizon = train_small("other_horizon", "--policy.horizon=8", "--policy.n_action_steps=4")
     refused = run_policylab("distill", f"--teacher.path={runs['diffusion']}", f"--student.path={other_horizon}",
@@ -238,6 +240,13 @@ def test_distill_refuses_a_teacher_that_is_not_diffusion(runs, tmp_path):
     result = run_policylab("distill", f"--teacher.path={runs['act']}", f"--output_dir={tmp_path / 's'}")
     assert result.returncode == 2
     assert "is an 'act' policy; distill takes a diffusion one" in result.stderr
+
+
+def test_distill_names_teacher_steps_beyond_the_noise_levels(runs, tmp_path):
+    result = run_policylab("distill", f"--teacher.path={runs['diffusion']}", "--distill.teacher_steps=11",
+                           f"--output_dir={tmp_path / 's'}")  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "teacher_steps=11 must be in 1..original_inference_steps=10" in result.stderr
 
 
 def test_bench_sweep_times_and_evaluates_each_setting_and_plots_speed_against_quality(runs, tmp_path):

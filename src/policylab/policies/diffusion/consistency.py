@@ -13,7 +13,7 @@ on the teacher's own DDPM noise schedule, with Consistency Policy's denoising re
 
 M = 1 is LCM's one teacher step between neighbouring levels. A larger M lets the teacher solve more of the
 way (as Consistency Trajectory Models do), so the target leans less on the student's own, still wrong,
-estimates at lower levels; M = N makes some targets the teacher's whole N-step solve.
+estimates at lower levels; M = N (the default) makes some targets the teacher's whole N-step solve.
 
 The target network is an exponential moving average of the student's UNet (decay 0.95, as in consistency
 models and LCM), updated before every step; the student starts from the teacher's weights. A student
@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from policylab.policies.diffusion.modeling_diffusion import DiffusionPolicy
 
 
-def check_teacher_steps(teacher_steps: int, original_inference_steps: int) -> None:
-    if not 1 <= teacher_steps <= original_inference_steps:
+def check_teacher_steps(teacher_steps: int | None, original_inference_steps: int) -> None:
+    if teacher_steps is not None and not 1 <= teacher_steps <= original_inference_steps:
         raise ValueError(
             f"teacher_steps={teacher_steps} must be in 1..original_inference_steps={original_inference_steps}"
         )
@@ -49,7 +49,7 @@ class ConsistencyDistillation(nn.Module):
         dsm_weight: float,
         huber_c: float,
         target_decay: float,
-        teacher_steps: int = 1,
+        teacher_steps: int | None = None,
     ):
         super().__init__()
         config = student.config
@@ -61,7 +61,7 @@ class ConsistencyDistillation(nn.Module):
         self.teacher = teacher.to(student.device).requires_grad_(False).eval()
         self.dsm_weight, self.huber_c, self.target_decay = dsm_weight, huber_c, target_decay
         check_teacher_steps(teacher_steps, config.original_inference_steps)
-        self.teacher_steps = teacher_steps
+        self.teacher_steps = teacher_steps or config.original_inference_steps  # M (default N)
         self.target_unet = copy.deepcopy(student.unet).requires_grad_(False)  # EMA of the student's UNet
         self.skip = config.num_train_timesteps // config.original_inference_steps
         levels = torch.arange(1, config.original_inference_steps + 1) * self.skip - 1  # (N,) 9, 19, ..., 99

@@ -16,9 +16,10 @@ way (as Consistency Trajectory Models do), so the target leans less on the stude
 estimates at lower levels; M = N (the default) makes some targets the teacher's whole N-step solve.
 
 The target network is an exponential moving average of the student's UNet (decay 0.95, as in consistency
-models and LCM), updated before every step; the student starts from the teacher's weights. A student
-is a normal `diffusion` policy whose noise_scheduler_type is LCM (predicting actions, prediction_type=sample): diffusers' `LCMScheduler` samples it with
-the same c_skip / c_out, in num_inference_steps of the N levels.
+models and LCM), updated before every step; the student starts from the teacher's weights or from another
+trained network's (`policylab distill --student.path`). A student is a normal `diffusion` policy whose
+noise_scheduler_type is LCM (predicting actions, prediction_type=sample): diffusers' `LCMScheduler` samples it
+with the same c_skip / c_out, in num_inference_steps of the N levels.
 """
 
 from __future__ import annotations

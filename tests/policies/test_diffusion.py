@@ -58,11 +58,10 @@ def test_unet_keeps_the_sequence_shape(horizon, down_dims, n_res_blocks):
     assert out.shape == (4, horizon, 3)
 
 
-def test_unet_has_n_res_blocks_per_level_and_in_the_middle_with_the_paper_layout_at_two():
-    def block_names(n_res_blocks):
-        unet = ConditionalUnet1d(
-            2, 7, [8, 16, 32], n_groups=4, diffusion_step_embed_dim=8, n_res_blocks=n_res_blocks
-        )
+def test_unet_has_n_res_blocks_per_level_and_n_mid_in_the_middle_with_the_paper_layout_at_two():
+    def block_names(n_res_blocks, n_mid_res_blocks=2):
+        unet = ConditionalUnet1d(2, 7, [8, 16, 32], n_groups=4, diffusion_step_embed_dim=8,
+                                 n_res_blocks=n_res_blocks, n_mid_res_blocks=n_mid_res_blocks)  # fmt: skip
         return {
             name.rsplit(".conv1.0.weight")[0]
             for name, _ in unet.named_parameters()
@@ -70,13 +69,24 @@ def test_unet_has_n_res_blocks_per_level_and_in_the_middle_with_the_paper_layout
         }
 
     # down: 3 levels, middle, up: 2 levels; the key names are those of LeRobot's checkpoints at 2
-    assert len(block_names(1)) == 3 + 1 + 2
+    assert len(block_names(1, 1)) == 3 + 1 + 2
+    assert len(block_names(2, 0)) == 6 + 0 + 4
     assert block_names(2) == {
         *(f"down_modules.{level}.{i}" for level in range(3) for i in range(2)),
         "mid_modules.0",
         "mid_modules.1",
         *(f"up_modules.{level}.{i}" for level in range(2) for i in range(2)),
     }
+
+
+def test_middle_blocks_default_to_n_res_blocks_and_may_be_none():
+    assert tiny_config(n_res_blocks=1).n_mid_res_blocks == 1
+    config = tiny_config(n_mid_res_blocks=0)
+    policy = DiffusionPolicy(config, dataset_stats=stats_for(config))
+    assert len(policy.unet.mid_modules) == 0 and len(policy.unet.down_modules[0]) == 3  # 2 blocks, downsample
+    assert policy.predict_action_chunk(observation(config)).shape == (2, 16, 2)
+    with pytest.raises(ValueError, match="n_mid_res_blocks=-1 must be 0 or more"):
+        tiny_config(n_mid_res_blocks=-1)
 
 
 def test_horizon_must_survive_the_unet_downsampling():

@@ -103,6 +103,12 @@ def test_resume_and_output_dir_guards(recorded_pusht, tmp_path):
     )
     assert nothing.returncode == 2 and "no checkpoints/last" in nothing.stderr
 
+    saved = json.loads((out / "train_config.json").read_text())
+    del saved["policy"]["temporal_ensemble_coeff"]  # a run started before policylab had this field
+    (out / "train_config.json").write_text(json.dumps(saved))
+    older = run_policylab("train", f"--output_dir={out}", "--resume=true", "--training.steps=3")
+    assert older.returncode == 0, older.stderr
+
     (out / "checkpoints/last/training_state/optimizer.safetensors").write_bytes(b"\x00" * 10)
     corrupt = run_policylab("train", f"--output_dir={out}", "--resume=true", "--training.steps=4")
     assert (
@@ -240,3 +246,30 @@ def test_diffusion_trains_with_ema_and_a_resume_from_an_earlier_checkpoint_is_ex
     assert losses(out) == straight
     assert torch.equal(load_file(str(last / "pretrained_model/model.safetensors"))["unet.final_conv.1.weight"],
                        averaged["unet.final_conv.1.weight"])  # fmt: skip
+
+
+def test_init_from_starts_a_network_with_fewer_layers_from_a_trained_one(recorded_pusht, tmp_path):
+    def diffusion_run(name, *flags):
+        return run_policylab("train", *TINY_DIFFUSION_FLAGS, KEYPOINT_INPUTS, f"--dataset.root={recorded_pusht}",
+                             f"--output_dir={tmp_path / name}", "--training.batch_size=4", "--training.steps=2",
+                             *flags)  # fmt: skip
+
+    assert diffusion_run("full").returncode == 0
+    full = tmp_path / "full"
+    cut = diffusion_run("cut", f"--init_from={full}", "--policy.n_mid_res_blocks=0", "--training.lr=1e-12")
+    assert cut.returncode == 0, cut.stderr
+    assert "left out, not in this network: unet.mid_modules" in cut.stderr
+    trained = load_file(str(full / "checkpoints/last/pretrained_model/model.safetensors"))
+    started = load_file(str(tmp_path / "cut/checkpoints/last/pretrained_model/model.safetensors"))
+    assert set(trained) - set(started) == {key for key in trained if key.startswith("unet.mid_modules.")}
+    for key, value in started.items():  # lr 1e-12: still the trained weights
+        torch.testing.assert_close(value, trained[key], msg=key)
+
+    more = diffusion_run("more", f"--init_from={full}", "--policy.n_res_blocks=3")
+    assert more.returncode == 2 and "has no weights for" in more.stderr and "not more" in more.stderr
+    wider = diffusion_run("wider", f"--init_from={full}", "--policy.down_dims=[8,16]")
+    assert wider.returncode == 2 and "has shape" in wider.stderr and "Traceback" not in wider.stderr
+    act = run_policylab(
+        *train_args(recorded_pusht, tmp_path / "act", "--training.steps=1", f"--init_from={full}")
+    )
+    assert act.returncode == 2 and "is a policy of type 'diffusion'; this run trains 'act'" in act.stderr

@@ -81,6 +81,10 @@ class TrainConfig:
 
     output_dir: where checkpoints, metrics.jsonl and train_config.json go (default outputs/train/<time>_<policy>).
     resume: continue the run in output_dir from its last checkpoint.
+    init_from: a trained policy of the same type (run folder or checkpoint) whose weights a new run starts
+        from instead of random ones (fine-tuning). The network may have fewer layers than that one's (e.g.
+        --policy.n_mid_res_blocks=0): the weights of the missing layers are left out; every weight it has
+        must be there, with the same shape.
     seed: seeds weights, data order and noise: the same seed gives the same loss curve on CPU.
     device: cuda, mps or cpu (default: the first available, in that order).
     """
@@ -90,6 +94,7 @@ class TrainConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     output_dir: str | None = None
     resume: bool = False
+    init_from: str | None = None
     seed: int = 1000
     device: str | None = None
 

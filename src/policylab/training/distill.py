@@ -1,8 +1,10 @@
 """`policylab distill`: train a consistency student of a trained Diffusion Policy with the training engine.
 
 The student is a `diffusion` policy that starts from the teacher's weights, or from those of another
-diffusion policy trained on the same data (--student.path: e.g. a smaller UNet; at batch 1 on a CPU a call
-costs per layer, not per multiply, so fewer levels is what makes one step fast), sampling
+diffusion policy trained on the same data (--student.path: e.g. a UNet with fewer blocks; at batch 1 on a CPU
+a call costs per layer, not per multiply, so fewer layers is what makes one step fast; the teacher without its
+middle blocks, fine-tuned with `policylab train --init_from=TEACHER --policy.n_mid_res_blocks=0`, is the
+measured choice), sampling
 with noise_scheduler_type=LCM and predicting actions directly (prediction_type=sample: from the cosine
 schedule's last noise level, sqrt(alpha_bar) ~ 0.003, an action estimate derived from a noise prediction
 magnifies its error some 300 times); it is trained with `ConsistencyDistillation` on the teacher's dataset and
@@ -43,7 +45,8 @@ class StudentConfig:
     """The network the student starts from.
 
     path: a trained `diffusion` policy (run folder or checkpoint) whose network sizes and weights the student
-        takes, e.g. one with smaller down_dims trained by `policylab train` on the teacher's data. It must
+        takes, e.g. the teacher without its middle blocks, fine-tuned on the teacher's data by `policylab train
+        --init_from=TEACHER --policy.n_mid_res_blocks=0`. It must
         act like the teacher (same inputs, actions, horizon, observation steps and noise schedule). Default:
         the teacher itself.
     """

@@ -198,7 +198,10 @@ def prepare_output_dir(config: TrainConfig, output_dir: Path, saved_path: Path) 
         missing = "checkpoints/last" if checkpoint is None else TRAIN_CONFIG
         raise ConfigError(f"--resume=true: {output_dir} has no {missing} to resume from")
     saved = json.loads(saved_path.read_text())
-    current_config = json.loads(json.dumps(_config_dict(config)))  # tuples as lists, as in the saved file
+    # through the config class: a field added to policylab since the run started compares as its default
+    saved["policy"] = PreTrainedConfig.from_dict(saved["policy"], source=str(saved_path)).to_dict()
+    saved = json.loads(json.dumps(saved))  # tuples as lists, as in the saved file
+    current_config = json.loads(json.dumps(_config_dict(config)))
     for part in ("policy", "dataset"):
         current = current_config[part]
         changed = sorted(k for k in {*current, *saved[part]} if current.get(k) != saved[part].get(k))
@@ -208,6 +211,49 @@ def prepare_output_dir(config: TrainConfig, output_dir: Path, saved_path: Path) 
                 f"({', '.join(changed)}); resume with the same ones or choose a new --output_dir"
             )
     return checkpoint
+
+
+def weights_to_start_from(path: str, policy: PreTrainedPolicy, report: bool) -> dict[str, torch.Tensor]:
+    """The weights of the trained policy at `path` (--init_from) that `policy` has, names and shapes checked;
+    those of layers `policy` lacks are left out (and listed when `report`)."""
+    from policylab.evaluation.configs import load_policy  # evaluation imports training
+
+    trained = load_policy(path, [], "cpu")
+    if trained.config.type != policy.config.type:
+        raise ConfigError(
+            f"--init_from={path} is a policy of type {trained.config.type!r}; this run trains {policy.config.type!r}"
+        )
+    available, needed = trained.state_dict(), policy.state_dict()
+    missing = [key for key in needed if key not in available]
+    if missing:
+        raise ConfigError(
+            f"--init_from={path} has no weights for {len(missing)} tensors of this network (e.g. {missing[0]}): "
+            "it can start a network with the same layers or fewer, not more"
+        )
+    for key, value in needed.items():
+        if available[key].shape != value.shape:
+            raise ConfigError(
+                f"--init_from={path}: {key} has shape {list(available[key].shape)} there and "
+                f"{list(value.shape)} in this network (check --policy.* sizes)"
+            )
+    if report:
+        left_out = _modules_of([key for key in available if key not in needed], kept=needed)
+        detail = f"; left out, not in this network: {', '.join(left_out)}" if left_out else ""
+        print(f"starting from the weights of {path} ({len(needed)} tensors{detail})", file=sys.stderr)
+    return {key: available[key] for key in needed}
+
+
+def _modules_of(keys: list[str], kept) -> list[str]:
+    """The shortest dotted prefixes covering `keys` and none of `kept`: the dropped modules, by name."""
+    modules = set()
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:n])
+            if not any(k == prefix or k.startswith(prefix + ".") for k in kept):
+                modules.add(prefix)
+                break
+    return sorted(modules)
 
 
 def _config_dict(config: TrainConfig) -> dict:
@@ -267,6 +313,8 @@ def train(
         )
     hyper = resolve_hyperparameters(config, policy_config, len(positions), ddp.world_size)
     policy = PreTrainedPolicy.policy_class(policy_config)(policy_config, dataset_stats=meta.stats).to(device)
+    if checkpoint is None and config.init_from:
+        initial_weights = weights_to_start_from(config.init_from, policy, ddp.is_main)
     if checkpoint is None and initial_weights is not None:
         policy.load_state_dict(initial_weights)
     state = make_training_state(policy, hyper, device)

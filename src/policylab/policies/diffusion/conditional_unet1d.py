@@ -3,8 +3,9 @@
 It denoises an action sequence (B, T, Da), convolving over time. Every residual block is conditioned by FiLM
 on [diffusion-step embedding, global observation feature]: the conditioning gives a per-channel scale and
 bias (or a bias only). The horizon T halves at each level but the last, so T must be a multiple of
-2^(len(down_dims) - 1). Each level, and the middle, has n_res_blocks residual blocks (the paper: 2); at
-batch 1 a call costs about the same per block whatever its width, so fewer blocks make a faster network.
+2^(len(down_dims) - 1). Each level has n_res_blocks residual blocks and the middle n_mid_res_blocks (the
+paper: 2 and 2); at batch 1 a call costs about the same per block whatever its width, so fewer blocks make a
+faster network.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class ConditionalUnet1d(nn.Module):
         diffusion_step_embed_dim: int = 128,
         use_film_scale_modulation: bool = True,
         n_res_blocks: int = 2,
+        n_mid_res_blocks: int = 2,
     ):
         super().__init__()
         self.diffusion_step_encoder = DiffusionStepEmbedding(diffusion_step_embed_dim)
@@ -99,7 +101,9 @@ class ConditionalUnet1d(nn.Module):
             downsample = nn.Identity() if is_last else nn.Conv1d(c_out, c_out, 3, stride=2, padding=1)
             repeats = [block(c_out, c_out) for _ in range(n_res_blocks - 1)]
             self.down_modules.append(nn.ModuleList([block(c_in, c_out), *repeats, downsample]))
-        self.mid_modules = nn.ModuleList([block(down_dims[-1], down_dims[-1]) for _ in range(n_res_blocks)])
+        self.mid_modules = nn.ModuleList(
+            [block(down_dims[-1], down_dims[-1]) for _ in range(n_mid_res_blocks)]
+        )
         self.up_modules = nn.ModuleList()
         for c_out, c_in in reversed(levels[1:]):  # back up, concatenating the skip connection
             upsample = nn.ConvTranspose1d(c_out, c_out, 4, stride=2, padding=1)

@@ -71,6 +71,7 @@ class DiffusionPolicy(PreTrainedPolicy):
             config.diffusion_step_embed_dim,
             config.use_film_scale_modulation,
             config.n_res_blocks,
+            config.n_mid_res_blocks,
         )
         self.noise_scheduler = make_noise_scheduler(config)
         self.reset()

@@ -35,13 +35,14 @@ from policylab.policies import PreTrainedPolicy
 
 PRESETS_DIR = Path(__file__).parents[1] / "configs/train"
 # The CPU presets `make demo` trains with, given 30 minutes here instead of 7. ACT also takes the recipe the
-# search in benchmarks/RESULTS.md found (two observation steps, width 256, batch 256, lr 1e-3): at this
-# width it does ~1.1 s per step, too slow for the demo's 7 minutes.
+# search in benchmarks/RESULTS.md found (two observation steps, width 256, batch 256, lr 1e-3) without the
+# CVAE, whose KL term collapses to ~0 on PushT and which costs half of each step: ~0.6 s per step here, too
+# slow for the demo's 7 minutes.
 PRESETS = {
     "act": [
         f"--config_path={PRESETS_DIR / 'act_pusht_keypoints_cpu.json'}",
         "--policy.n_obs_steps=2", "--policy.dim_model=256", "--policy.n_heads=8", "--policy.dim_feedforward=1024",
-        "--training.batch_size=256", "--training.lr=1e-3", "--training.steps=1600",
+        "--policy.use_vae=false", "--training.batch_size=256", "--training.lr=1e-3", "--training.steps=2900",
     ],
     "diffusion": [f"--config_path={PRESETS_DIR / 'diffusion_pusht_keypoints_cpu.json'}", "--training.steps=14000"],
     # camera + state: the image CPU preset as it is (its steps fill about 60 minutes here)

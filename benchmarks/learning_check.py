@@ -5,11 +5,12 @@ acting with the trained weights.
     python benchmarks/learning_check.py --policy act --dataset-root data/pusht --output-dir outputs/act_kp --minutes 29
     python benchmarks/learning_check.py --policy diffusion --dataset-root data/pusht --output-dir outputs/dp_kp --minutes 29
     python benchmarks/learning_check.py --policy act --output-dir outputs/act_kp --skip-train   # evaluate only
-    python benchmarks/learning_check.py --policy act ... --policy.n_obs_steps=2   # other flags go to training
+    python benchmarks/learning_check.py --policy act ... --policy.dropout=0.1   # other flags go to training
 
-Training runs `policylab train` with the policy's CPU preset (configs/train/*_pusht_keypoints_cpu.json, what
-`make demo` uses) for more steps, ACT with a wider recipe (see PRESETS), resuming a run in --output-dir. Evaluation loads `checkpoints/last` and rolls it out for
-`--episodes` episodes from seed `--seed` (far from the recording's seeds 0..N) with each variant:
+Training runs `policylab train` with the policy's CPU preset (Diffusion: configs/train/diffusion_pusht_*_cpu.json,
+what `make demo` uses, for more steps; ACT: configs/train/act_pusht_keypoints_30min_cpu.json), resuming a run
+in --output-dir. Evaluation loads `checkpoints/last` and rolls it out for `--episodes` episodes from seed
+`--seed` (far from the recording's seeds 0..N) with each variant:
 
     act        n_action_steps=K: run the model every K steps and execute K actions of the chunk;
                ensemble=c: temporal ensembling with coefficient c (model every step)
@@ -34,16 +35,11 @@ from policylab.evaluation import evaluate_policy
 from policylab.policies import PreTrainedPolicy
 
 PRESETS_DIR = Path(__file__).parents[1] / "configs/train"
-# The CPU presets `make demo` trains with, given 30 minutes here instead of 7. ACT also takes the recipe the
-# search in benchmarks/RESULTS.md found (two observation steps, width 256, batch 256, lr 1e-3) without the
-# CVAE, whose KL term collapses to ~0 on PushT and which costs half of each step: ~0.6 s per step here, too
-# slow for the demo's 7 minutes.
+# The CPU presets `make demo` trains with, given 30 minutes here instead of 7; ACT's own 30-minute preset
+# (act_pusht_keypoints_30min_cpu.json: no CVAE, no dropout, width 256, two observation steps, 10 of 20 actions
+# executed, batch 256, lr 1e-3), found by the searches in benchmarks/RESULTS.md, is too slow for the demo's 7.
 PRESETS = {
-    "act": [
-        f"--config_path={PRESETS_DIR / 'act_pusht_keypoints_cpu.json'}",
-        "--policy.n_obs_steps=2", "--policy.dim_model=256", "--policy.n_heads=8", "--policy.dim_feedforward=1024",
-        "--policy.use_vae=false", "--training.batch_size=256", "--training.lr=1e-3", "--training.steps=2900",
-    ],
+    "act": [f"--config_path={PRESETS_DIR / 'act_pusht_keypoints_30min_cpu.json'}"],
     "diffusion": [f"--config_path={PRESETS_DIR / 'diffusion_pusht_keypoints_cpu.json'}", "--training.steps=14000"],
     # camera + state: the image CPU preset as it is (its steps fill about 60 minutes here)
     "diffusion_image": [f"--config_path={PRESETS_DIR / 'diffusion_pusht_image_cpu.json'}"],

@@ -29,7 +29,7 @@ from learning_check import train  # this folder is on sys.path when run as a scr
 from policylab.evaluation import evaluate_policy
 from policylab.policies import PreTrainedPolicy
 
-SAVE_FREQ = {"act": 725, "diffusion": 3500, "diffusion_image": 750}  # steps; ~7 (image: ~15) minutes here
+SAVE_FREQ = {"act": 725, "diffusion": 3500, "diffusion_image": 750}  # steps; ~5.5 (ACT), ~7, ~15 minutes here
 
 
 def checkpoints(run_dir: Path) -> list[Path]:

@@ -2,7 +2,7 @@
 camera + state) on this CPU within a time budget, then measure success over held-out seeds for each way of
 acting with the trained weights.
 
-    python benchmarks/learning_check.py --policy act --dataset-root data/pusht --output-dir outputs/act_kp --minutes 29
+    python benchmarks/learning_check.py --policy act --dataset-root data/pusht_d0_800 --output-dir outputs/act_kp --minutes 29
     python benchmarks/learning_check.py --policy diffusion --dataset-root data/pusht --output-dir outputs/dp_kp --minutes 29
     python benchmarks/learning_check.py --policy act --output-dir outputs/act_kp --skip-train   # evaluate only
     python benchmarks/learning_check.py --policy act ... --policy.dropout=0.1   # other flags go to training

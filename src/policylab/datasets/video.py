@@ -17,7 +17,13 @@ VIDEO_CODEC_NAME = "av1"  # as recorded in info.json
 PIX_FMT = "yuv420p"
 GOP_SIZE = 2
 CRF = 30
-PRESET = 8  # SVT-AV1 speed preset: 8 encodes a 150-frame 96x96 episode in well under 0.1 s
+PRESET = 8  # SVT-AV1 speed preset
+# SVT-AV1, when allowed to (as root, e.g. in a container or CI), raises its threads and the calling thread to
+# real-time priority (SCHED_FIFO 99). With more encoder threads than cores they can starve one another forever:
+# three processes encoding at once on a 2-core machine hung within two episodes. One encoder thread ("lp=1",
+# ~0.3 s for a 190-frame 96x96 episode, twice the multi-threaded time, byte-identical output) never hung in
+# 750 such encodes, and the calling thread is put back to normal scheduling afterwards.
+SVT_PARAMS = "lp=1"
 
 
 def encode_video(frames: np.ndarray, path: Path, fps: int) -> None:
@@ -28,10 +34,22 @@ def encode_video(frames: np.ndarray, path: Path, fps: int) -> None:
         stream = container.add_stream(VIDEO_CODEC, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = PIX_FMT
-        stream.options = {"g": str(GOP_SIZE), "crf": str(CRF), "preset": str(PRESET)}
+        stream.options = {
+            "g": str(GOP_SIZE),
+            "crf": str(CRF),
+            "preset": str(PRESET),
+            "svtav1-params": SVT_PARAMS,
+        }
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
+    _restore_normal_scheduling()
+
+
+def _restore_normal_scheduling() -> None:
+    """Undo the real-time priority SVT-AV1 may have given the calling thread (Linux only; pid 0 = this thread)."""
+    if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) != os.SCHED_OTHER:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 def video_info(frames_shape: tuple[int, ...], fps: int) -> dict:

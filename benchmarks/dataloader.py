@@ -6,8 +6,10 @@ Measures a torch DataLoader (shuffle, batch 64, num_workers 0 by default) over f
 each policy trains on, after a warm-up; the frame cache is built before timing starts (it is built once per
 dataset, and its build time is reported separately). Each measurement runs in a fresh process: policylab
 with glibc's default allocator settings, policylab after `keep_freed_memory()` (what `policylab` commands
-do; see src/policylab/utils/memory.py), and with --lerobot-python, LeRobot's LeRobotDataset on the same
-folder under that interpreter. Prints one JSON object.
+do; see src/policylab/utils/memory.py), policylab_stream: the data stream `policylab train` reads (same
+windows and batch size, camera frames passed as uint8 and scaled to float after the loader, included in the
+time), and with --lerobot-python, LeRobot's LeRobotDataset on the same folder under that interpreter. The
+ratio to LeRobot is taken from policylab_stream. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 import time
 
 FPS = 10
-TOOLS = ("policylab", "policylab_keep_freed_memory", "lerobot")
+TOOLS = ("policylab", "policylab_keep_freed_memory", "policylab_stream", "lerobot")
 WINDOWS = {
     # Diffusion Policy (PushT preset): 2 observation frames, horizon 16 starting one step back
     "diffusion": {
@@ -50,16 +52,31 @@ def make_dataset(tool: str, root: str, delta_timestamps: dict):
     )
 
 
-def samples_per_second(
-    dataset, batch_size: int, num_workers: int, min_seconds: float, max_batches: int
-) -> dict:
-    """Throughput over at least `min_seconds` (total samples / total time), and from the median batch time."""
+def endless_batches(tool: str, dataset, batch_size: int, num_workers: int):
+    """Batches ready for a model, forever: a shuffling DataLoader over the dataset's items, or for
+    policylab_stream the stream `policylab train` reads (whole batches gathered at once, camera frames passed
+    from the workers as uint8 and scaled to float after)."""
+    import numpy as np
     import torch
 
+    if tool == "policylab_stream":
+        from policylab.training.data import StepBatchSampler, make_dataloader, scale_camera_frames
+
+        sampler = StepBatchSampler(np.arange(len(dataset)), batch_size, seed=0)  # never runs out
+        for batch in make_dataloader(dataset, sampler, num_workers, pin_memory=False):
+            yield scale_camera_frames(batch, dataset.meta.camera_keys)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=True
     )
-    iterator = iter(loader)
+    while True:
+        yield from loader
+
+
+def samples_per_second(
+    tool: str, dataset, batch_size: int, num_workers: int, min_seconds: float, max_batches: int
+) -> dict:
+    """Throughput over at least `min_seconds` (total samples / total time), and from the median batch time."""
+    iterator = endless_batches(tool, dataset, batch_size, num_workers)
     for _ in range(2):  # warm-up (and worker start-up)
         next(iterator)
     batch_seconds, started = [], time.perf_counter()
@@ -67,11 +84,7 @@ def samples_per_second(
         time.perf_counter() - started < min_seconds or len(batch_seconds) < 5
     ):
         tick = time.perf_counter()
-        try:
-            next(iterator)
-        except StopIteration:
-            iterator = iter(loader)
-            continue
+        next(iterator)
         batch_seconds.append(time.perf_counter() - tick)
     elapsed = time.perf_counter() - started
     return {
@@ -91,7 +104,7 @@ def measure(tool: str, root: str, batch_size: int, num_workers: int, min_seconds
         dataset = make_dataset(tool, root, windows)
         setup_s = time.perf_counter() - started
         results[policy] = {
-            **samples_per_second(dataset, batch_size, num_workers, min_seconds, max_batches=2000),
+            **samples_per_second(tool, dataset, batch_size, num_workers, min_seconds, max_batches=2000),
             "dataset_setup_s": round(setup_s, 2),
         }
     return results
@@ -122,7 +135,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.tool:  # child: measure one tool, print one line
-        if args.tool == "policylab_keep_freed_memory":
+        if args.tool in ("policylab_keep_freed_memory", "policylab_stream"):
             from policylab.utils.memory import keep_freed_memory
 
             keep_freed_memory()
@@ -136,13 +149,15 @@ def main() -> None:
         "num_workers": args.num_workers,
         "torch_threads": torch.get_num_threads(),
     }
-    for tool in ("policylab", "policylab_keep_freed_memory"):
+    for tool in ("policylab", "policylab_keep_freed_memory", "policylab_stream"):
         report[tool] = run_child(sys.executable, tool, args)
     if args.lerobot_python:
         report["lerobot"] = run_child(args.lerobot_python, "lerobot", args)
         report["ratio_policylab_over_lerobot"] = {
             policy: round(
-                report["policylab"][policy]["samples_per_s"] / report["lerobot"][policy]["samples_per_s"], 1
+                report["policylab_stream"][policy]["samples_per_s"]
+                / report["lerobot"][policy]["samples_per_s"],
+                1,
             )
             for policy in WINDOWS
         }

@@ -22,8 +22,10 @@ policylab first and LeRobot right after, with the same torch thread count (--thr
 
     matmul      fp32 GFLOP/s of an NxN matmul (median of 10 after 3 warm-ups) in each venv: the reference
                 the other figures are a fraction of
-    dataloader  samples/s of Diffusion Policy and ACT windows through a DataLoader, num_workers 0 and 2
-                (benchmarks/dataloader.py's measurement, imported)
+    dataloader  samples/s of Diffusion Policy and ACT windows, num_workers 0 and 2, each tool's training data
+                path (benchmarks/dataloader.py's measurement, imported): LeRobot's LeRobotDataset through a
+                shuffling DataLoader as its train script builds it, policylab's training stream (batches
+                gathered whole, camera frames passed as uint8 and scaled after the loader, timed)
     train       samples/s = batch size / median step time over --steps steps after --warmup: next batch from
                 the tool's own LeRobotDataset (set up as its train script does) through a DataLoader (shuffle,
                 --train-num-workers), loss from policy.forward, backward, gradient clipping to norm 10, AdamW

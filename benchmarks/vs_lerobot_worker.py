@@ -326,8 +326,11 @@ def run_worker(job: dict) -> dict:
             "torch_threads": torch.get_num_threads(),
         }
     if job["kind"] == "dataloader":
+        loader = (
+            "policylab_stream" if job["tool"] == "policylab" else job["tool"]
+        )  # what each tool trains from
         measured = dataloader.measure(
-            job["tool"], job["root"], job["batch_size"], job["num_workers"], job["min_seconds"]
+            loader, job["root"], job["batch_size"], job["num_workers"], job["min_seconds"]
         )
         return {windows: figures["samples_per_s"] for windows, figures in measured.items()}
     tool = Policylab(job["root"]) if job["tool"] == "policylab" else LeRobot(job["root"])

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from policylab.datasets import LeRobotDataset
+from policylab.datasets.lerobot_dataset import scale_frames
 
 
 def steps_per_epoch(num_frames: int, batch_size: int, world_size: int = 1) -> int:
@@ -59,7 +60,12 @@ class StepBatchSampler:
 
 
 class _BatchGather(torch.utils.data.Dataset):
-    """`dataset[list_of_indices]` -> one batch dict, gathered with one indexing operation per key."""
+    """`dataset[list_of_indices]` -> one batch dict, gathered with one indexing operation per key.
+
+    Camera frames stay uint8 until `scale_camera_frames` runs where the batch is used: a quarter of the bytes
+    to pass from worker processes (with 2 workers on 2 cores, ~8,300 instead of ~5,000 Diffusion windows/s)
+    and to copy to a GPU.
+    """
 
     def __init__(self, dataset: LeRobotDataset):
         self.dataset = dataset
@@ -68,7 +74,12 @@ class _BatchGather(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        return self.dataset.gather(np.asarray(indices))
+        return self.dataset.gather(np.asarray(indices), scale_images=False)
+
+
+def scale_camera_frames(batch: dict[str, torch.Tensor], camera_keys: list[str]) -> dict[str, torch.Tensor]:
+    """The stream's uint8 camera frames -> float32 in [0, 1], on the device the batch is on now."""
+    return {key: scale_frames(value) if key in camera_keys else value for key, value in batch.items()}
 
 
 def make_dataloader(

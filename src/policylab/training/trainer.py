@@ -33,7 +33,7 @@ from policylab.flags import ConfigError
 from policylab.policies import PreTrainedConfig, PreTrainedPolicy
 from policylab.training.checkpoints import TrainingState, last_checkpoint, load_checkpoint, save_checkpoint
 from policylab.training.configs import LOGGERS, SCHEDULERS, TrainConfig
-from policylab.training.data import StepBatchSampler, make_dataloader, steps_per_epoch
+from policylab.training.data import StepBatchSampler, make_dataloader, scale_camera_frames, steps_per_epoch
 from policylab.training.metrics import MetricsLog, RunningMeans
 from policylab.utils.device import select_device
 from policylab.utils.interrupts import deferred_interrupts
@@ -427,6 +427,7 @@ class TrainingLoop:
     def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
         t = self.config.training
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        batch = scale_camera_frames(batch, self.policy.config.image_keys)
         self.policy.train()
         with self.autocast:
             output = self.model(batch)

@@ -65,6 +65,7 @@ def endless_batches(tool: str, dataset, batch_size: int, num_workers: int):
         sampler = StepBatchSampler(np.arange(len(dataset)), batch_size, seed=0)  # never runs out
         for batch in make_dataloader(dataset, sampler, num_workers, pin_memory=False):
             yield scale_camera_frames(batch, dataset.meta.camera_keys)
+        return
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=True
     )

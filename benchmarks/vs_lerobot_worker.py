@@ -326,9 +326,8 @@ def run_worker(job: dict) -> dict:
             "torch_threads": torch.get_num_threads(),
         }
     if job["kind"] == "dataloader":
-        loader = (
-            "policylab_stream" if job["tool"] == "policylab" else job["tool"]
-        )  # what each tool trains from
+        # each tool's training data path: policylab's stream, LeRobot's DataLoader over its dataset
+        loader = "policylab_stream" if job["tool"] == "policylab" else job["tool"]
         measured = dataloader.measure(
             loader, job["root"], job["batch_size"], job["num_workers"], job["min_seconds"]
         )

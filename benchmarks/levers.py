@@ -17,6 +17,8 @@ at batch 1. Levers, each alone against `base`:
     compile_networks              training: compile only the networks inference compiles (no Python checks,
                                   no scheduler code in the graph)
     threads_1                     torch.set_num_threads(1) instead of 2
+    autocast_bf16                 forward (training: and backward) under torch.autocast("cpu", bfloat16): matmuls and
+                                  convolutions in bfloat16 with float32 weights, optimizer and loss
 
 Prints one JSON object: per config, per lever, the median milliseconds and the speed-up over `base`.
 """
@@ -39,9 +41,10 @@ from vs_lerobot import run_in_fresh_process
 from vs_lerobot_worker import CONFIGS, Policylab
 
 TRAIN_LEVERS = [
-    "base", "adamw_foreach", "adamw_fused", "ema_foreach", "channels_last", "compile", "compile_networks", "threads_1"
+    "base", "adamw_foreach", "adamw_fused", "ema_foreach", "channels_last", "compile", "compile_networks", "threads_1",
+    "autocast_bf16",
 ]  # fmt: skip
-INFERENCE_LEVERS = ["base", "channels_last", "compile", "threads_1"]
+INFERENCE_LEVERS = ["base", "channels_last", "compile", "threads_1", "autocast_bf16"]
 SAMPLERS = {"act_seed": ["chunk"], "diffusion_seed": ["DDIM-10"], "diffusion_small": ["DDIM-10", "DDPM-100"]}
 STEPS = {"act_seed": 10, "diffusion_seed": 6, "diffusion_small": 30}  # timed training steps after warm-up
 CALLS = {"chunk": 30, "DDIM-10": 30, "DDPM-100": 10}  # timed inference calls after warm-up
@@ -65,6 +68,11 @@ def to_channels_last(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             value = flat.view(value.shape)  # (B, [T,] C, H, W) with channels-last strides per image
         out[key] = value
     return out
+
+
+def autocast(lever: str):
+    """bfloat16 autocast for the `autocast_bf16` lever, a no-op context otherwise."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=lever == "autocast_bf16")
 
 
 def median_ms(run, warmup: int, timed: int) -> float:
@@ -105,9 +113,13 @@ def training_step_ms(tool: Policylab, config: str, lever: str) -> dict:
         )
     step = iter(range(10**9))
 
+    precision = autocast(lever)
+
     def run() -> None:
         batch = batches[next(step) % len(batches)]
-        policy(batch)["loss"].backward()
+        with precision:
+            loss = policy(batch)["loss"]
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -128,7 +140,13 @@ def inference_ms(tool: Policylab, config: str, lever: str, sampler: str) -> dict
         observation = to_channels_last(observation)
     if lever == "compile":
         policy.compile_for_inference()
-    return {"ms": median_ms(lambda: policy.predict_action_chunk(observation), warmup=3, timed=CALLS[sampler])}
+    precision = autocast(lever)
+
+    def run() -> None:
+        with precision:
+            policy.predict_action_chunk(observation)
+
+    return {"ms": median_ms(run, warmup=3, timed=CALLS[sampler])}
 
 
 def run_job(job: dict) -> dict:

@@ -29,7 +29,9 @@ policylab first and LeRobot right after, with the same torch thread count (--thr
     train       samples/s = batch size / median step time over --steps steps after --warmup: next batch from
                 the tool's own LeRobotDataset (set up as its train script does) through a DataLoader (shuffle,
                 --train-num-workers), loss from policy.forward, backward, gradient clipping to norm 10, AdamW
-                step; also the same without the batch wait (model step only)
+                step; also the same without the batch wait (model step only). With --amp the forward pass
+                runs under torch.autocast("cpu", bfloat16) in both tools, as each one's mixed-precision
+                flag does on a CPU (FLOPs and fractions still count against the fp32 matmul rate)
     infer       batch-1 latency p50/p95 in ms over --infer-calls calls after --infer-warmup, on a dataset
                 frame: the call that makes a whole chunk (ACT: predict_action_chunk in both; Diffusion: one
                 full sampling of the horizon, policylab's predict_action_chunk and LeRobot's reset() +
@@ -195,6 +197,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="training steps before timing")
     parser.add_argument("--train-num-workers", type=int, default=0, help="DataLoader workers in training")
     parser.add_argument(
+        "--amp", action="store_true",
+        help="train in both tools with their mixed precision (policylab --training.amp=true, LeRobot "
+        "--policy.use_amp=true: on a CPU both autocast the forward pass to bfloat16)",
+    )  # fmt: skip
+    parser.add_argument(
         "--debug-batch-size", type=int, help="every training batch this size (not the seeds')"
     )
     parser.add_argument("--infer-calls", type=int, default=20, help="timed batch-1 calls per sampler")
@@ -239,7 +246,7 @@ def jobs(args: argparse.Namespace) -> list[dict]:
     if "train" in parts:
         listed += [
             {"kind": "train", "config": name, "batch_size": args.debug_batch_size or CONFIGS[name]["batch_size"],
-             "steps": args.steps, "warmup": args.warmup, "num_workers": args.train_num_workers}
+             "steps": args.steps, "warmup": args.warmup, "num_workers": args.train_num_workers, "amp": args.amp}
             for name in configs
         ]  # fmt: skip
     if "infer" in parts:
@@ -323,7 +330,7 @@ def report(results: dict, args: argparse.Namespace, info: dict) -> dict:
             "dataset_root": str(args.dataset_root), "episodes": info["total_episodes"],
             "frames": info["total_frames"], "lerobot_venv": str(args.lerobot_venv), "torch_threads": args.threads,
             "train_steps_timed": args.steps, "train_warmup_steps": args.warmup,
-            "train_num_workers": args.train_num_workers,
+            "train_num_workers": args.train_num_workers, "train_amp_bfloat16": args.amp,
             "train_batch_sizes": {n: args.debug_batch_size or CONFIGS[n]["batch_size"] for n in configs},
             "infer_calls": args.infer_calls, "infer_warmup": args.infer_warmup,
             "policylab_inference_compiled": args.policylab_compile,

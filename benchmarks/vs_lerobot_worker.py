@@ -236,8 +236,13 @@ def endless(loader):
         yield from loader
 
 
-def measure_training(tool, spec: dict, batch_size: int, steps: int, warmup: int, num_workers: int) -> dict:
+def measure_training(
+    tool, spec: dict, batch_size: int, steps: int, warmup: int, num_workers: int, amp: bool
+) -> dict:
     import torch
+
+    # both tools' mixed precision on a CPU (policylab --training.amp, LeRobot --policy.use_amp)
+    precision = torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp)
 
     torch.manual_seed(0)
     policy = tool.policy(spec)
@@ -254,7 +259,9 @@ def measure_training(tool, spec: dict, batch_size: int, steps: int, warmup: int,
         started = time.perf_counter()
         batch = next(batches)
         got_batch = time.perf_counter()
-        tool.loss(policy, batch).backward()
+        with precision:
+            loss = tool.loss(policy, batch)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), GRAD_CLIP_NORM)
         optimizer.step()
         optimizer.zero_grad()
@@ -336,7 +343,7 @@ def run_worker(job: dict) -> dict:
     spec = CONFIGS[job["config"]]
     if job["kind"] == "train":
         return measure_training(
-            tool, spec, job["batch_size"], job["steps"], job["warmup"], job["num_workers"]
+            tool, spec, job["batch_size"], job["steps"], job["warmup"], job["num_workers"], job["amp"]
         )
     compile_networks = job["policylab_compile"] and job["tool"] == "policylab"
     return measure_inference(tool, spec, job["calls"], job["warmup"], compile_networks)

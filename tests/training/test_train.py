@@ -1,6 +1,7 @@
 """The training engine end to end through the real CLI, and the seed-style Python loop."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -15,8 +16,11 @@ from safetensors.torch import load_file
 
 from helpers import KEYPOINT_INPUTS, TINY_ACT_FLAGS, TINY_DIFFUSION_FLAGS, run_policylab
 from policylab.datasets import LeRobotDataset
+from policylab.flags import ConfigError
 from policylab.policies import PreTrainedPolicy
 from policylab.policies.act import ACTConfig, ACTPolicy
+from policylab.training import trainer
+from policylab.training.trainer import cpu_has_native_bfloat16
 
 pytestmark = pytest.mark.slow
 
@@ -153,6 +157,29 @@ def test_bad_flags_fail_before_any_work_naming_the_flag(recorded_pusht, tmp_path
         and "Traceback" not in missing.stderr
     )
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+@pytest.mark.skipif(not cpu_has_native_bfloat16(), reason="this CPU has no native bfloat16")
+def test_amp_on_a_cpu_trains_in_bfloat16_and_saves_float32_weights(recorded_pusht, tmp_path):
+    out = tmp_path / "run"
+    result = run_policylab(*train_args(recorded_pusht, out, "--training.steps=20", "--training.amp=true",
+                                       "--training.log_freq=1"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    curve = [loss for _, loss in losses(out)]
+    assert all(math.isfinite(loss) for loss in curve) and sum(curve[-5:]) < 0.8 * sum(curve[:5])
+    saved = load_file(str(out / "checkpoints/last/pretrained_model/model.safetensors"))
+    assert {tensor.dtype for tensor in saved.values()} == {torch.float32}
+
+
+def test_amp_autocasts_to_bfloat16_on_a_cpu_that_has_it_and_refuses_one_that_has_not(monkeypatch):
+    monkeypatch.setattr(trainer, "cpu_has_native_bfloat16", lambda: True)
+    autocast, scaler = trainer._autocast(torch.device("cpu"), amp=True)
+    with autocast:
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    assert scaler is None
+    monkeypatch.setattr(trainer, "cpu_has_native_bfloat16", lambda: False)
+    with pytest.raises(ConfigError, match=r"--training.amp=true: this CPU has no native bfloat16"):
+        trainer._autocast(torch.device("cpu"), amp=True)
 
 
 def test_evaluation_during_training_is_logged(recorded_pusht, tmp_path):

@@ -123,8 +123,6 @@ def check_config(config: TrainConfig) -> None:
     for flag, (ok, expected) in problems.items():
         if not ok:
             raise ConfigError(f"{flag}: must be {expected}")
-    if t.amp and not torch.cuda.is_available():
-        raise ConfigError("--training.amp=true: mixed precision needs a CUDA device, and none is available")
     if t.log == "tensorboard":
         try:
             import tensorboard  # noqa: F401
@@ -263,13 +261,27 @@ def _config_dict(config: TrainConfig) -> dict:
 
 
 def _autocast(device: torch.device, amp: bool):
+    """The forward pass's precision and, for float16, its loss scaler: bfloat16 on a CUDA GPU or CPU that
+    computes it natively, float16 with loss scaling on older GPUs. Weights, gradients and optimizer stay float32."""
     if not amp:
         return nullcontext(), None
-    if device.type != "cuda":
-        raise ConfigError(f"--training.amp=true needs a CUDA device, the run is on {device}")
-    if torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16), None
-    return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.autocast("cuda", dtype=torch.bfloat16), None
+        return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+    if device.type == "cpu":
+        if not cpu_has_native_bfloat16():
+            raise ConfigError(
+                "--training.amp=true: this CPU has no native bfloat16 arithmetic (AVX512-BF16 or AMX), where "
+                "mixed precision would be slower than float32; train without it"
+            )
+        return torch.autocast("cpu", dtype=torch.bfloat16), None
+    raise ConfigError(f"--training.amp=true: mixed precision runs on CUDA or a CPU, not on {device}")
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether oneDNN computes bfloat16 matmuls and convolutions in hardware here (AVX512-BF16, AMX)."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def train(

@@ -17,8 +17,9 @@ at batch 1. Levers, each alone against `base`:
     compile_networks              training: compile only the networks inference compiles (no Python checks,
                                   no scheduler code in the graph)
     threads_1                     torch.set_num_threads(1) instead of 2
-    autocast_bf16                 forward (training: and backward) under torch.autocast("cpu", bfloat16): matmuls and
-                                  convolutions in bfloat16 with float32 weights, optimizer and loss
+    autocast_bf16                 the forward pass under torch.autocast("cpu", bfloat16), as --training.amp=true
+                                  does (the backward follows its dtypes): matmuls and convolutions in bfloat16,
+                                  weights and optimizer in float32
 
 Prints one JSON object: per config, per lever, the median milliseconds and the speed-up over `base`.
 """

@@ -20,7 +20,8 @@ from policylab.flags import ConfigError
 from policylab.policies import PreTrainedPolicy
 from policylab.policies.act import ACTConfig, ACTPolicy
 from policylab.training import trainer
-from policylab.training.trainer import cpu_has_native_bfloat16
+from policylab.training.configs import DatasetConfig, TrainConfig, TrainingConfig
+from policylab.utils.device import cpu_has_native_bfloat16
 
 pytestmark = pytest.mark.slow
 
@@ -161,25 +162,40 @@ def test_bad_flags_fail_before_any_work_naming_the_flag(recorded_pusht, tmp_path
 
 @pytest.mark.skipif(not cpu_has_native_bfloat16(), reason="this CPU has no native bfloat16")
 def test_amp_on_a_cpu_trains_in_bfloat16_and_saves_float32_weights(recorded_pusht, tmp_path):
-    out = tmp_path / "run"
-    result = run_policylab(*train_args(recorded_pusht, out, "--training.steps=20", "--training.amp=true",
-                                       "--training.log_freq=1"))  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    curve = [loss for _, loss in losses(out)]
+    runs = {"fp32": tmp_path / "fp32", "amp": tmp_path / "amp"}
+    fp32 = run_policylab(
+        *train_args(recorded_pusht, runs["fp32"], "--training.steps=1", "--training.log_freq=1")
+    )
+    amp = run_policylab(*train_args(recorded_pusht, runs["amp"], "--training.steps=20", "--training.amp=true",
+                                    "--training.log_freq=1"))  # fmt: skip
+    assert fp32.returncode == 0 and amp.returncode == 0, fp32.stderr + amp.stderr
+    curve = [loss for _, loss in losses(runs["amp"])]
+    first_fp32 = losses(runs["fp32"])[0][1]
+    # the same seed, so the same weights and batch: the first loss differs only by the forward's precision
+    assert curve[0] != first_fp32 and curve[0] == pytest.approx(first_fp32, rel=0.05)
     assert all(math.isfinite(loss) for loss in curve) and sum(curve[-5:]) < 0.8 * sum(curve[:5])
-    saved = load_file(str(out / "checkpoints/last/pretrained_model/model.safetensors"))
+    saved = load_file(str(runs["amp"] / "checkpoints/last/pretrained_model/model.safetensors"))
     assert {tensor.dtype for tensor in saved.values()} == {torch.float32}
 
 
-def test_amp_autocasts_to_bfloat16_on_a_cpu_that_has_it_and_refuses_one_that_has_not(monkeypatch):
+def test_amp_autocasts_to_bfloat16_on_a_cpu_that_has_it_and_is_refused_elsewhere_before_any_work(
+    monkeypatch, tmp_path
+):
     monkeypatch.setattr(trainer, "cpu_has_native_bfloat16", lambda: True)
     autocast, scaler = trainer._autocast(torch.device("cpu"), amp=True)
     with autocast:
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     assert scaler is None
+    with pytest.raises(ConfigError, match=r"--training.amp=true: .* not on mps"):
+        trainer._autocast(torch.device("mps"), amp=True)
     monkeypatch.setattr(trainer, "cpu_has_native_bfloat16", lambda: False)
+    config = TrainConfig(
+        policy=ACTConfig(), dataset=DatasetConfig(root=str(tmp_path / "data")), device="cpu",
+        training=TrainingConfig(steps=1, amp=True), output_dir=str(tmp_path / "run"),
+    )  # fmt: skip
     with pytest.raises(ConfigError, match=r"--training.amp=true: this CPU has no native bfloat16"):
-        trainer._autocast(torch.device("cpu"), amp=True)
+        trainer.train(config)
+    assert not (tmp_path / "run").exists()
 
 
 def test_evaluation_during_training_is_logged(recorded_pusht, tmp_path):

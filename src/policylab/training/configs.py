@@ -45,6 +45,7 @@ class TrainingConfig:
         model (preset: Diffusion 0.9999 with warm-up, ACT none); 0 turns it off.
     amp: mixed precision: the forward pass in bfloat16 on a CUDA GPU (float16 with loss scaling on GPUs
         without bfloat16) or on a CPU with native bfloat16 (AVX512-BF16 or AMX); weights stay float32.
+        Refused on MPS and on CPUs without native bfloat16 (slower there than float32).
     num_workers: DataLoader worker processes (default: 0 on CPU, where in-process batch gathering is fastest;
         4 on GPU).
     log_freq: write averaged metrics to metrics.jsonl every this many steps.

@@ -35,7 +35,7 @@ from policylab.training.checkpoints import TrainingState, last_checkpoint, load_
 from policylab.training.configs import LOGGERS, SCHEDULERS, TrainConfig
 from policylab.training.data import StepBatchSampler, make_dataloader, scale_camera_frames, steps_per_epoch
 from policylab.training.metrics import MetricsLog, RunningMeans
-from policylab.utils.device import select_device
+from policylab.utils.device import cpu_has_native_bfloat16, select_device
 from policylab.utils.interrupts import deferred_interrupts
 
 TRAIN_CONFIG = "train_config.json"
@@ -276,12 +276,9 @@ def _autocast(device: torch.device, amp: bool):
                 "mixed precision would be slower than float32; train without it"
             )
         return torch.autocast("cpu", dtype=torch.bfloat16), None
-    raise ConfigError(f"--training.amp=true: mixed precision runs on CUDA or a CPU, not on {device}")
-
-
-def cpu_has_native_bfloat16() -> bool:
-    """Whether oneDNN computes bfloat16 matmuls and convolutions in hardware here (AVX512-BF16, AMX)."""
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    raise ConfigError(
+        f"--training.amp=true: mixed precision runs on CUDA or a CPU, not on {device} (--device=cpu for the CPU)"
+    )
 
 
 def train(
@@ -299,6 +296,7 @@ def train(
     """
     check_config(config)
     device = select_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
+    autocast, scaler = _autocast(device, config.training.amp)
     ddp = init_distributed(device)
     output_dir = Path(config.output_dir or config.default_output_dir())
 
@@ -330,6 +328,7 @@ def train(
     if checkpoint is None and initial_weights is not None:
         policy.load_state_dict(initial_weights)
     state = make_training_state(policy, hyper, device)
+    state.scaler = scaler  # before loading a checkpoint: a resumed float16 run gets its loss scale back
     start_step = 0 if checkpoint is None else load_checkpoint(checkpoint, policy, state)
     if start_step >= hyper.steps and ddp.is_main:
         print(
@@ -358,7 +357,7 @@ def train(
         positions, config.training.batch_size, config.seed, start_step, ddp.rank, ddp.world_size
     )
     loader = make_dataloader(dataset, sampler, num_workers, pin_memory=device.type == "cuda")
-    loop = TrainingLoop(config, hyper, policy, model, state, device, output_dir, ddp, evaluate)
+    loop = TrainingLoop(config, hyper, policy, model, state, device, autocast, output_dir, ddp, evaluate)
     try:
         loop.run(loader, start_step, sampler.per_epoch)
     finally:
@@ -370,11 +369,10 @@ def train(
 class TrainingLoop:
     """Steps, logging, checkpoints and evaluations of one run."""
 
-    def __init__(self, config, hyper, policy, model, state, device, output_dir, ddp, evaluate):
+    def __init__(self, config, hyper, policy, model, state, device, autocast, output_dir, ddp, evaluate):
         self.config, self.hyper, self.policy, self.model, self.state = config, hyper, policy, model, state
-        self.device, self.output_dir, self.ddp, self.evaluate = device, output_dir, ddp, evaluate
-        self.autocast, self.scaler = _autocast(device, config.training.amp)
-        state.scaler = self.scaler
+        self.device, self.autocast, self.scaler = device, autocast, state.scaler
+        self.output_dir, self.ddp, self.evaluate = output_dir, ddp, evaluate
 
     def run(self, loader, start_step: int, per_epoch: int) -> None:
         t, total = self.config.training, self.hyper.steps

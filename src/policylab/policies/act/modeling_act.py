@@ -130,7 +130,9 @@ class ACTPolicy(PreTrainedPolicy):
         if mu is None:
             kld_loss = torch.zeros((), device=self.device)
         else:
-            # KL(N(mu, sigma) || N(0, 1)) summed over latent dimensions, averaged over the batch.
+            # KL(N(mu, sigma) || N(0, 1)) summed over latent dimensions, averaged over the batch; in float32
+            # under mixed precision too.
+            mu, log_sigma_x2 = mu.float(), log_sigma_x2.float()
             kld_loss = (-0.5 * (1 + log_sigma_x2 - mu.pow(2) - log_sigma_x2.exp())).sum(-1).mean()
         loss = l1_loss + config.kl_weight * kld_loss
         return {"loss": loss, "l1_loss": l1_loss.detach(), "kld_loss": kld_loss.detach()}

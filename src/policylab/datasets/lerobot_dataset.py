@@ -225,9 +225,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 rows, is_pad = window_indices(positions, offsets, start, end)  # (B, K)
                 batch[key + PAD_SUFFIX] = torch.from_numpy(is_pad)
             if key in self._cameras:
-                frames = torch.from_numpy(
-                    self._cameras[key][self._camera_rows[rows]]
-                )  # uint8 (B, [K,] C, H, W)
+                frames = self._cameras[key][self._camera_rows[rows]]  # uint8 (B, [K,] C, H, W)
+                frames = torch.from_numpy(frames)
                 batch[key] = scale_frames(frames) if scale_images else frames
             else:
                 batch[key] = torch.from_numpy(self._columns[key][rows])

@@ -371,7 +371,7 @@ class TrainingLoop:
 
     def __init__(self, config, hyper, policy, model, state, device, autocast, output_dir, ddp, evaluate):
         self.config, self.hyper, self.policy, self.model, self.state = config, hyper, policy, model, state
-        self.device, self.autocast, self.scaler = device, autocast, state.scaler
+        self.device, self.autocast = device, autocast
         self.output_dir, self.ddp, self.evaluate = output_dir, ddp, evaluate
 
     def run(self, loader, start_step: int, per_epoch: int) -> None:
@@ -442,16 +442,16 @@ class TrainingLoop:
         with self.autocast:
             output = self.model(batch)
         loss = output["loss"]
-        optimizer = self.state.optimizer
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(optimizer)
+        optimizer, scaler = self.state.optimizer, self.state.scaler
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
         else:
             loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), t.grad_clip_norm or math.inf)
         loss_value, grad_norm_value = loss.item(), grad_norm.item()
         # with float16 loss scaling, infinite gradients are expected now and then (the scaler skips those steps)
-        finite_gradients = self.scaler is not None or math.isfinite(grad_norm_value)
+        finite_gradients = scaler is not None or math.isfinite(grad_norm_value)
         if not (math.isfinite(loss_value) and finite_gradients):
             raise TrainingError(
                 f"step {step + 1}: the loss is {loss_value} and the gradient norm {grad_norm_value}; training "
@@ -459,9 +459,9 @@ class TrainingLoop:
                 "lower --training.lr, or check the dataset's statistics for constant or extreme features."
             )
         with deferred_interrupts():
-            if self.scaler is not None:
-                self.scaler.step(optimizer)
-                self.scaler.update()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
             else:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)

@@ -121,7 +121,7 @@ def run_child(python: str, tool: str, args: argparse.Namespace) -> dict:
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--root", default="data/pusht", help="dataset folder (record one with `policylab record`)"
@@ -133,7 +133,11 @@ def main() -> None:
     )
     parser.add_argument("--lerobot-python", help="python of a venv with lerobot installed, to measure it too")
     parser.add_argument("--tool", choices=TOOLS, help=argparse.SUPPRESS)  # set in child processes
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     if args.tool:  # child: measure one tool, print one line
         if args.tool in ("policylab_keep_freed_memory", "policylab_stream"):

@@ -31,10 +31,14 @@ def ms_per_step(env, actions: np.ndarray) -> float:
     return (time.perf_counter() - started) / len(actions) * 1000
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     actions = np.random.default_rng(0).uniform(100, 400, (args.steps, 2))
     report = {"steps": args.steps}
     for obs_type in ("pixels_agent_pos", "environment_state_agent_pos"):

@@ -42,7 +42,7 @@ def run_episode(args: tuple[int, float]) -> dict:
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -50,7 +50,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--diversity", type=float, default=PushTExpertConfig.diversity)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     jobs = [(args.seed + i, args.diversity) for i in range(args.episodes)]
     started = time.perf_counter()

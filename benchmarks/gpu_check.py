@@ -253,7 +253,7 @@ def timings(work_dir: Path, steps: int, episodes: int, configs: list[str], devic
     return result
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -265,7 +265,11 @@ def main() -> None:
     )
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS),
                         help="configurations to train and benchmark (none: agreement checks only)")  # fmt: skip
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device here")
     args.work_dir.mkdir(parents=True, exist_ok=True)

@@ -4,13 +4,14 @@
     python benchmarks/learning_curve.py --output-dir outputs/curve --skip-train     # evaluate what is there
     python benchmarks/learning_curve.py --policies diffusion ... --training.lr=3e-4  # other flags go to training
 
-Trains each of `--policies` in turn with its CPU preset (benchmarks/learning_check.py's, through
-`policylab train`, resuming a run already in OUT/<policy>) for `--minutes`, keeping a checkpoint every
+Trains each of `--policies` in turn with its CPU preset (`PRESETS`, through `policylab train`, resuming a run
+already in OUT/<policy>) for `--minutes`, keeping a checkpoint every
 `--save-freq` steps (default: the policy's, about every 7 minutes). Only then, so that evaluation takes no
 training time, every kept checkpoint is rolled out for `--episodes` episodes from seed `--seed` with the
 preset's way of acting. Its x coordinate is the training-loop time stored in the checkpoint
 (`training_state/state.json: train_seconds`), i.e. the minutes spent training up to that step, start-up
-and checkpoint writing excluded.
+and checkpoint writing excluded. Every other flag goes to `policylab train` for each policy; one that a
+policy's preset cannot take (say --policy.use_vae for diffusion) stops the script before any training.
 
 Writes OUT/learning_curve.png (success with its 95% Wilson interval, and mean max coverage, against
 minutes) and prints one JSON object: per policy, per checkpoint, step, minutes, success, interval, coverage.
@@ -20,16 +21,51 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from learning_check import train  # this folder is on sys.path when run as a script
+from policylab.errors import FlagError
 from policylab.evaluation import evaluate_policy
+from policylab.flags import parse_flags
 from policylab.policies import PreTrainedPolicy
+from policylab.training import TrainConfig
 
+PRESETS_DIR = Path(__file__).parents[1] / "configs/train"
+# ACT: its 30-minute preset; Diffusion: the keypoint preset of `make demo`, given 14,000 steps; diffusion_image:
+# the image CPU preset as it is (its steps fill about 60 minutes here)
+PRESETS = {
+    "act": [f"--config_path={PRESETS_DIR / 'act_pusht_keypoints_30min_cpu.json'}"],
+    "diffusion": [f"--config_path={PRESETS_DIR / 'diffusion_pusht_keypoints_cpu.json'}", "--training.steps=14000"],
+    "diffusion_image": [f"--config_path={PRESETS_DIR / 'diffusion_pusht_image_cpu.json'}"],
+}  # fmt: skip
 SAVE_FREQ = {"act": 725, "diffusion": 3500, "diffusion_image": 750}  # steps; ~5.5 (ACT), ~7, ~15 minutes here
+
+
+def train_command(
+    policy: str, dataset_root: str, output_dir: Path, minutes: float, seed: int, flags: list[str]
+):
+    command = [
+        *PRESETS[policy], "--training.log_freq=250", f"--dataset.root={dataset_root}", f"--output_dir={output_dir}",
+        f"--training.max_minutes={minutes}", f"--seed={seed}", *flags,
+    ]  # fmt: skip
+    return command + (["--resume=true"] if (output_dir / "checkpoints/last").exists() else [])
+
+
+def check_flags(policies: list[str], flags: list[str]) -> None:
+    """Every flag must work for every policy asked for, before any of them trains."""
+    for name in policies:
+        if name not in PRESETS:
+            raise SystemExit(f"learning_curve.py: unknown policy '{name}'; choose from {', '.join(PRESETS)}")
+        try:
+            parse_flags(TrainConfig, [*PRESETS[name], *flags], "policylab train")
+        except FlagError as error:
+            raise SystemExit(
+                f"learning_curve.py: {error} (for --policies {name}; give flags one policy cannot take with "
+                "--policies set to the other)"
+            ) from None
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -79,7 +115,7 @@ def plot(curves: dict[str, list[dict]], episodes: int, path: Path) -> None:
     plt.close(figure)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -96,15 +132,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=100_000)
     parser.add_argument("--train-seed", type=int, default=0)
     parser.add_argument("--skip-train", action="store_true")
-    args, train_flags = parser.parse_known_args()  # other --flags go to policylab train
+    return parser
 
+
+def main() -> None:
+    args, train_flags = build_parser().parse_known_args()  # other --flags go to policylab train
+
+    policies = args.policies.split(",")
+    check_flags(policies, train_flags)
     curves = {}
-    for name in args.policies.split(","):
+    for name in policies:
         run_dir = args.output_dir / name
         if not args.skip_train:
-            save_freq = args.save_freq or SAVE_FREQ[name]
-            flags = [f"--training.save_freq={save_freq}", *train_flags]
-            train(name, args.dataset_root, run_dir, args.minutes, args.train_seed, flags)
+            flags = [f"--training.save_freq={args.save_freq or SAVE_FREQ[name]}", *train_flags]
+            command = train_command(name, args.dataset_root, run_dir, args.minutes, args.train_seed, flags)
+            # stdout carries this script's JSON only
+            subprocess.run(
+                [sys.executable, "-m", "policylab.cli", "train", *command], check=True, stdout=sys.stderr
+            )
         curves[name] = []
         for checkpoint in checkpoints(run_dir):
             curves[name].append(evaluate_checkpoint(checkpoint, args.episodes, args.seed))

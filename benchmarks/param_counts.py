@@ -1,22 +1,24 @@
-"""Parameter counts of ACT and Diffusion Policy at the configurations the README names.
+"""Parameter counts of ACT and Diffusion Policy: LeRobot's and the papers' configurations, and every shipped preset.
 
     python benchmarks/param_counts.py
 
-Prints one JSON object: per configuration the total parameters and those of its parts (millions). Inputs
-are PushT's: a 96x96 camera and the 2-D agent state; the CPU presets use the 16-D keypoints and the state.
+Prints one JSON object: per configuration the total parameters and those of its parts (millions). The
+published configurations take PushT's 96x96 camera and 2-D agent state; each preset in configs/train/ is read
+from its file, with its own inputs.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from torch import nn
 
 from policylab.policies import ACTConfig, ACTPolicy, DiffusionConfig, DiffusionPolicy
 
 IMAGE_AND_STATE = {"observation.image": [3, 96, 96], "observation.state": [2]}
-KEYPOINTS_AND_STATE = {"observation.environment_state": [16], "observation.state": [2]}
 ACTION = {"action": [2]}
+PRESETS = Path(__file__).parents[1] / "configs/train"
 
 
 def millions(module: nn.Module | None) -> float:
@@ -41,18 +43,21 @@ def diffusion(**fields) -> dict:
     }
 
 
+def preset(path: Path) -> dict:
+    """The counts of the policy a configs/train/ preset trains (its "policy" section, as `--config_path` gives it)."""
+    fields = dict(json.loads(path.read_text())["policy"])
+    kind = fields.pop("type")
+    return act(**fields) if kind == "act" else diffusion(**fields)
+
+
 def main() -> None:
     results = {
         "act_lerobot_default": act(input_shapes=IMAGE_AND_STATE),
         "act_paper_7_decoder_layers": act(input_shapes=IMAGE_AND_STATE, n_decoder_layers=7),
-        "act_pusht_cpu_preset": act(
-            input_shapes=KEYPOINTS_AND_STATE, dim_model=128, n_heads=4, dim_feedforward=512, n_vae_encoder_layers=2,
-            chunk_size=20, n_action_steps=20,
-        ),
         "diffusion_lerobot_pusht_preset": diffusion(input_shapes=IMAGE_AND_STATE),
         "diffusion_seed_config": diffusion(input_shapes=IMAGE_AND_STATE, down_dims=[256, 512, 1024]),
-        "diffusion_pusht_cpu_preset": diffusion(input_shapes=KEYPOINTS_AND_STATE, down_dims=[64, 128, 256]),
-    }  # fmt: skip
+    }
+    results.update({f"preset {path.stem}": preset(path) for path in sorted(PRESETS.glob("*.json"))})
     print(json.dumps(results, indent=2))
 
 

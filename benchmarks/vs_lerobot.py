@@ -176,7 +176,7 @@ def machine_info() -> dict:
     return {"cpu": model, "cpu_count": os.cpu_count(), "platform": platform.platform()}
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -220,6 +220,11 @@ def parse_args() -> argparse.Namespace:
         "--keep-freed-memory", action="store_true",
         help="apply policylab's glibc allocator setting (what `policylab` commands do) in both tools' processes",
     )  # fmt: skip
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args()
     for name, allowed in (("parts", PARTS), ("configs", CONFIGS)):
         unknown = set(getattr(args, name).split(",")) - set(allowed)

@@ -1,24 +1,32 @@
-"""The `policylab` command: one sub-command per job, each a thin function over the library."""
+"""The `policylab` command: one sub-command per job, each a parse step (flags -> config, no work done) and a
+thin run step over the library."""
 
 from __future__ import annotations
 
-import difflib
 import json
+import os
 import signal
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from policylab.errors import PolicylabError
-from policylab.flags import ConfigError, FlagError, parse_flags
+from policylab.errors import ConfigError, FlagError, PolicylabError, did_you_mean
+from policylab.flags import parse_flags
 from policylab.utils.memory import keep_freed_memory
 
 
-def record(args: list[str]) -> None:
-    from policylab.datasets import LeRobotDatasetWriter
-    from policylab.experts.record import RecordConfig, record_dataset, summarize_recording
+def parse_record(args: list[str]):
+    from policylab.experts.record import RecordConfig
 
-    config = parse_flags(RecordConfig, args, "policylab record")
+    return parse_flags(RecordConfig, args, "policylab record")
+
+
+def record(config) -> None:
+    from policylab.datasets import LeRobotDatasetWriter
+    from policylab.experts.record import record_dataset, summarize_recording
+
     started = time.perf_counter()
     try:
         root = record_dataset(config)
@@ -44,15 +52,27 @@ def record(args: list[str]) -> None:
     print(f"dataset written to {root.resolve()}")
 
 
-def train(args: list[str]) -> None:
+def parse_train(args: list[str]):
     from policylab.training import TrainConfig
-    from policylab.training import train as run_training
 
     config = parse_flags(TrainConfig, args, "policylab train", defaults_path=_saved_run_config(args))
+    # a run's length is --training.steps or --training.num_epochs: the one on the command line replaces the
+    # other from a --config_path preset or a resumed run
+    given = {a.split("=", 1)[0] for a in args}
+    if "--training.num_epochs" in given and "--training.steps" not in given:
+        config.training.steps = None
+    elif "--training.steps" in given and "--training.num_epochs" not in given:
+        config.training.num_epochs = None
+    return config
+
+
+def train(config) -> None:
+    from policylab.training import train as run_training
+
     evaluate = None
     if config.training.eval_freq:
+        from policylab.constants import HELD_OUT_SEED
         from policylab.evaluation import evaluate_policy
-        from policylab.evaluation.configs import HELD_OUT_SEED
 
         def evaluate(policy) -> dict:
             results = evaluate_policy(
@@ -71,44 +91,76 @@ def train(args: list[str]) -> None:
             file=sys.stderr,
         )
         raise SystemExit(130) from None
-    print(f"checkpoints written to {Path(output_dir, 'checkpoints').resolve()} (newest: checkpoints/last)")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, once
+        print(
+            f"checkpoints written to {Path(output_dir, 'checkpoints').resolve()} (newest: checkpoints/last)"
+        )
 
 
-def eval(args: list[str]) -> None:  # noqa: A001 (the command's name)
-    from policylab.evaluation.configs import EvalConfig, split_policy_overrides
+def parse_eval(args: list[str]):
+    from policylab.evaluation.configs import EvalConfig
+    from policylab.runs import split_policy_overrides
+
+    overrides, args = split_policy_overrides(args)
+    return parse_flags(EvalConfig, args, "policylab eval"), overrides
+
+
+def eval(parsed) -> None:  # noqa: A001 (the command's name)
     from policylab.evaluation.evaluate import run_eval
 
-    overrides, args = split_policy_overrides(args)
-    run_eval(parse_flags(EvalConfig, args, "policylab eval"), overrides)
+    run_eval(*parsed)
 
 
-def bench(args: list[str]) -> None:
-    from policylab.evaluation.benchmark import BenchConfig, run_bench
-    from policylab.evaluation.configs import split_policy_overrides
-
-    overrides, args = split_policy_overrides(args)
-    run_bench(parse_flags(BenchConfig, args, "policylab bench"), overrides)
-
-
-def plot(args: list[str]) -> None:
-    from policylab.evaluation.configs import split_policy_overrides
-    from policylab.visualize import PlotConfig, run_plot
+def parse_bench(args: list[str]):
+    from policylab.evaluation.benchmark import BenchConfig
+    from policylab.runs import split_policy_overrides
 
     overrides, args = split_policy_overrides(args)
-    run_plot(parse_flags(PlotConfig, args, "policylab plot"), overrides)
+    return parse_flags(BenchConfig, args, "policylab bench"), overrides
 
 
-def compare(args: list[str]) -> None:
-    from policylab.evaluation.compare import CompareConfig, run_compare
+def bench(parsed) -> None:
+    from policylab.evaluation.benchmark import run_bench
 
-    run_compare(parse_flags(CompareConfig, _list_flag(args, "--policies"), "policylab compare"))
+    run_bench(*parsed)
 
 
-def distill(args: list[str]) -> None:
-    from policylab.training.distill import DISTILL_CONFIG, DistillConfig, run_distill
+def parse_plot(args: list[str]):
+    from policylab.report.plots import PlotConfig
+    from policylab.runs import split_policy_overrides
+
+    overrides, args = split_policy_overrides(args)
+    return parse_flags(PlotConfig, args, "policylab plot"), overrides
+
+
+def plot(parsed) -> None:
+    from policylab.report.plots import run_plot
+
+    run_plot(*parsed)
+
+
+def parse_compare(args: list[str]):
+    from policylab.report.compare import CompareConfig
+
+    return parse_flags(CompareConfig, _list_flag(args, "--policies"), "policylab compare")
+
+
+def compare(config) -> None:
+    from policylab.report.compare import run_compare
+
+    run_compare(config)
+
+
+def parse_distill(args: list[str]):
+    from policylab.training.distill import DISTILL_CONFIG, DistillConfig
 
     saved = _saved_run_config(args, DISTILL_CONFIG)
-    config = parse_flags(DistillConfig, args, "policylab distill", defaults_path=saved)
+    return parse_flags(DistillConfig, args, "policylab distill", defaults_path=saved)
+
+
+def distill(config) -> None:
+    from policylab.training.distill import run_distill
+
     try:
         output_dir = run_distill(config)
     except KeyboardInterrupt:
@@ -123,18 +175,18 @@ def distill(args: list[str]) -> None:
     )
 
 
-def tune(args: list[str]) -> None:
+def parse_tune(args: list[str]):
+    """(tune config, tune flags, the train flags every trial shares); train flags are checked when it runs."""
     from policylab.flags import format_help
-    from policylab.tuning import TuneConfig, run_tune
+    from policylab.tuning import TuneConfig
     from policylab.tuning.configs import TUNE_PREFIXES
-    from policylab.tuning.report import write_report
 
     if any(a in ("-h", "--help") for a in args):
         print(format_help("policylab tune", TuneConfig))
         print(
             "\nEvery other flag is a `policylab train` flag shared by all trials (see `policylab train --help`)."
         )
-        return
+        raise SystemExit(0)
     tune_args = [a for a in args if a.startswith(TUNE_PREFIXES)]
     train_args = [a for a in args if not a.startswith(TUNE_PREFIXES)]
     # the search space is JSON, read as such: draccus would parse it as YAML (where 1e-5 is a string)
@@ -143,6 +195,14 @@ def tune(args: list[str]) -> None:
         TuneConfig, [a for a in tune_args if not a.startswith("--tune.space=")], "policylab tune"
     )
     config.tune.space = space[-1] if space else None
+    return config, tune_args, train_args
+
+
+def tune(parsed) -> None:
+    from policylab.tuning import run_tune
+    from policylab.tuning.report import write_report
+
+    config, tune_args, train_args = parsed
     try:
         study = run_tune(config, tune_args, train_args)
     except KeyboardInterrupt:
@@ -186,15 +246,34 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+@dataclass(frozen=True)
+class Command:
+    parse: Callable[[list[str]], object]  # flags -> what run takes; reads no data, writes nothing
+    run: Callable[[object], None]
+    description: str
+
+
 COMMANDS = {
-    "record": (record, "record expert demonstrations into a LeRobot-format dataset"),
-    "train": (train, "train a policy (ACT, Diffusion) on a dataset and write checkpoints"),
-    "eval": (eval, "roll a trained policy out in the simulator and measure it"),
-    "bench": (bench, "time a trained policy's inference at batch 1"),
-    "plot": (plot, "draw a policy's predicted vs demonstrated actions, and its training curves"),
-    "compare": (compare, "evaluate and benchmark several policies on the same seeds into one report"),
-    "distill": (distill, "distill a trained Diffusion Policy into a 1-to-few-step consistency student"),
-    "tune": (tune, "search training settings with Optuna (train + evaluate per trial), resumable, parallel"),
+    "record": Command(parse_record, record, "record expert demonstrations into a LeRobot-format dataset"),
+    "train": Command(
+        parse_train, train, "train a policy (ACT, Diffusion) on a dataset and write checkpoints"
+    ),
+    "eval": Command(parse_eval, eval, "roll a trained policy out in the simulator and measure it"),
+    "bench": Command(parse_bench, bench, "time a trained policy's inference at batch 1"),
+    "plot": Command(
+        parse_plot, plot, "draw a policy's predicted vs demonstrated actions, and its training curves"
+    ),
+    "compare": Command(
+        parse_compare, compare, "evaluate and benchmark several policies on the same seeds into one report"
+    ),
+    "distill": Command(
+        parse_distill, distill, "distill a trained Diffusion Policy into a 1-to-few-step consistency student"
+    ),
+    "tune": Command(
+        parse_tune,
+        tune,
+        "search training settings with Optuna (train + evaluate per trial), resumable, parallel",
+    ),
 }
 
 
@@ -202,24 +281,24 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: policylab <command> [--flag=value ...]\n\ncommands:")
-        for name, (_, description) in COMMANDS.items():
-            print(f"  {name:<10}{description}")
+        for name, command in COMMANDS.items():
+            print(f"  {name:<10}{command.description}")
         print("\n`policylab <command> --help` lists every flag of a command with its default.")
         return
-    command, *args = argv
+    name, *args = argv
     keep_freed_memory()
     signal.signal(signal.SIGTERM, _interrupt)  # a kill stops as cleanly as Ctrl-C
-    if command not in COMMANDS:
-        close = difflib.get_close_matches(command, COMMANDS, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise FlagError("policylab", f"unknown command '{command}'; {hint}commands: {', '.join(COMMANDS)}")
     try:
-        COMMANDS[command][0](args)
-    except ConfigError as error:
-        raise FlagError(f"policylab {command}", str(error)) from None
-    except PolicylabError as error:
-        print(f"policylab {command}: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+        if name not in COMMANDS:
+            raise FlagError(
+                f"unknown command '{name}'; {did_you_mean(name, COMMANDS)}commands: {', '.join(COMMANDS)}"
+            )
+        command = COMMANDS[name]
+        command.run(command.parse(args))
+    except PolicylabError as error:  # the one printer of every error a user's input caused
+        prog = f"policylab {name}" if name in COMMANDS else "policylab"
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(error.exit_status) from None
 
 
 if __name__ == "__main__":

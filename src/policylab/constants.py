@@ -22,3 +22,13 @@ INDEX = "index"
 TASK_INDEX = "task_index"
 
 PAD_SUFFIX = "_is_pad"
+
+HELD_OUT_SEED = 100_000  # `policylab record` starts its episodes from seeds 0, 1, ...: evaluations start here
+
+# A training run on disk: OUT/checkpoints/<step>/{pretrained_model,training_state}/, OUT/checkpoints/last.
+CHECKPOINTS_DIR = "checkpoints"
+LAST_CHECKPOINT = "last"
+PRETRAINED_MODEL_DIR = "pretrained_model"
+TRAINING_STATE_DIR = "training_state"
+TRAIN_CONFIG = "train_config.json"
+METRICS_FILE = "metrics.jsonl"

@@ -7,11 +7,11 @@ unknown flag answered with the closest valid names, and a bad value reported as 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import difflib
+import io
 import json
 import re
-import sys
 import textwrap
 import typing
 import warnings
@@ -21,20 +21,9 @@ from pathlib import Path
 import draccus
 from draccus.utils import DecodingError, ParsingError
 
+from policylab.errors import FlagError, did_you_mean
+
 CONFIG_PATH = "config_path"  # draccus reads a config file given with --config_path=FILE
-
-
-class FlagError(SystemExit):
-    """A command line that cannot be parsed; exits with status 2 after printing the message."""
-
-    def __init__(self, prog: str, message: str):
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        super().__init__(2)
-        self.message = message
-
-
-class ConfigError(ValueError):
-    """A flag value that parses but cannot work; the message names the flag and what it accepts."""
 
 
 @dataclasses.dataclass
@@ -159,54 +148,88 @@ def _with_default_choices(config_cls: type, args: list[str]) -> list[str]:
 
 
 def parse_flags(config_cls: type, args: list[str], prog: str, defaults_path: str | Path | None = None):
-    """Parse `args` into a `config_cls` instance, or exit with a message naming the bad flag.
+    """Parse `args` into a `config_cls` instance, or raise `FlagError` naming the bad flag.
 
     `defaults_path`: a JSON file of a saved config whose values replace the defaults (e.g. to resume a run).
     """
     if any(a in ("-h", "--help") for a in args):
         print(format_help(prog, config_cls))
         raise SystemExit(0)
-    valid = all_flag_names(config_cls) | {CONFIG_PATH}
-    for arg in args:
-        if not arg.startswith("--"):
-            raise FlagError(prog, f"unexpected argument '{arg}'; flags look like --name=value (see --help)")
-        name = arg[2:].split("=", 1)[0]
-        if name not in valid:
-            close = difflib.get_close_matches(name, sorted(valid), n=3, cutoff=0.6)
-            hint = f"did you mean {', '.join('--' + c for c in close)}? " if close else ""
-            raise FlagError(
-                prog,
-                f"unknown flag --{name}; {hint}valid flags: {', '.join('--' + v for v in sorted(valid))}",
-            )
+    check_flag_names(config_cls, args, prog)
     config_file = next((a.split("=", 1)[1] for a in args if a.startswith(f"--{CONFIG_PATH}=")), None)
     if config_file is not None:
-        _check_json_file(config_file, f"--{CONFIG_PATH}", prog)
+        _check_json_file(config_file, f"--{CONFIG_PATH}")
     try:
         with warnings.catch_warnings():  # draccus warns that a config file overrides the defaults: it should
             warnings.filterwarnings("ignore", message="Overriding default", category=UserWarning)
             if defaults_path is not None or config_file is not None:  # choice types come from the file
-                return draccus.parse(
-                    config_class=config_cls,
-                    config_path=None if defaults_path is None else str(defaults_path),
-                    args=args,
-                    prog=prog,
-                )
-            return draccus.parse(
-                config_class=config_cls, args=_with_default_choices(config_cls, args), prog=prog
-            )
+                return _draccus_parse(config_cls, args, defaults_path)
+            return _draccus_parse(config_cls, _with_default_choices(config_cls, args), None)
     except DecodingError as error:
+        prefix = ".".join(error.key_path)
+        unknown = re.match(r"The fields (.*) are not valid for (\w+)", error.message)
+        if unknown:  # a flag of another choice, e.g. --policy.use_vae with --policy.type=diffusion
+            names = ", ".join(f"--{prefix}.{name.strip('` ')}" for name in unknown.group(1).split(","))
+            raise FlagError(f"{names}: not a flag of {unknown.group(2)} (see {prog} --help)") from None
         hint = " (lists take [a,b,c])" if "list" in error.message else ""
-        raise FlagError(prog, f"--{'.'.join(error.key_path)}: {error.message}{hint}") from None
+        raise FlagError(f"--{prefix}: {error.message}{hint}") from None
     except ParsingError as error:  # a config's own checks (__post_init__) failed
-        raise FlagError(prog, str(error.__cause__ or error)) from None
+        raise FlagError(str(error.__cause__ or error)) from None
 
 
-def _check_json_file(path: str, flag: str, prog: str) -> None:
+def check_flag_names(config_cls: type, args: list[str], prog: str) -> None:
+    """Every argument a known `--name=value` flag, and every `--X.type` one of X's registered choices."""
+    valid = all_flag_names(config_cls) | {CONFIG_PATH}
+    choices = choice_fields(config_cls)
+    for arg in args:
+        if not arg.startswith("--"):
+            raise FlagError(f"unexpected argument '{arg}'; flags look like --name=value (see {prog} --help)")
+        name, _, value = arg[2:].partition("=")
+        if name not in valid:
+            raise FlagError(f"unknown flag --{name}; {did_you_mean(name, valid, '--')}see {prog} --help")
+        if name.endswith("type") and name[: -len("type")] in choices:
+            known = list(choices[name[: -len("type")]].get_known_choices())
+            if value not in known:
+                raise FlagError(
+                    f"--{name}={value}: {did_you_mean(value, known)}choose one of {', '.join(known)}"
+                )
+
+
+def choice_fields(config_cls: type, prefix: str = "") -> dict[str, type]:
+    """Flag prefix ('policy.') -> the choice registry of every choice-typed field, nested ones included."""
+    found = {}
+    for field in fields(config_cls):
+        field_type = typing.get_type_hints(config_cls)[field.name]
+        if isinstance(field_type, type) and is_dataclass(field_type):
+            if issubclass(field_type, draccus.ChoiceRegistry):
+                found[f"{prefix}{field.name}."] = field_type
+            else:
+                found.update(choice_fields(field_type, f"{prefix}{field.name}."))
+    return found
+
+
+def _draccus_parse(config_cls: type, args: list[str], defaults_path: str | Path | None):
+    """draccus.parse, with argparse's usage dump on a bad value turned into its one error line."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return draccus.parse(
+                config_class=config_cls,
+                config_path=None if defaults_path is None else str(defaults_path),
+                args=args,
+            )
+    except SystemExit:
+        lines = [line for line in captured.getvalue().splitlines() if "error:" in line]
+        message = lines[-1].split("error:", 1)[1].strip() if lines else "the command line could not be parsed"
+        raise FlagError(message) from None
+
+
+def _check_json_file(path: str, flag: str) -> None:
     try:
         data = json.loads(Path(path).read_text())
     except OSError as error:
-        raise FlagError(prog, f"{flag}={path}: cannot read it ({error.strerror})") from None
+        raise FlagError(f"{flag}={path}: cannot read it ({error.strerror})") from None
     except json.JSONDecodeError as error:
-        raise FlagError(prog, f"{flag}={path}: not valid JSON ({error})") from None
+        raise FlagError(f"{flag}={path}: not valid JSON ({error})") from None
     if not isinstance(data, dict):
-        raise FlagError(prog, f"{flag}={path}: expected a JSON object of flag values")
+        raise FlagError(f"{flag}={path}: expected a JSON object of flag values")

@@ -13,7 +13,7 @@ from policylab.datasets import LeRobotDataset
 from policylab.evaluation.evaluate import AGGREGATED_KEYS
 from policylab.policies import PreTrainedPolicy
 from policylab.policies.act import ACTConfig, ACTPolicy
-from policylab.visualize import (
+from policylab.report.plots import (
     COLUMN_INCHES,
     CURVE_PANEL_INCHES,
     DPI,

@@ -15,12 +15,12 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import KEYPOINT_INPUTS, TINY_ACT_FLAGS, TINY_DIFFUSION_FLAGS, run_policylab
-from policylab.datasets import LeRobotDataset
-from policylab.flags import ConfigError
+from policylab.datasets import DatasetConfig, LeRobotDataset
+from policylab.errors import ConfigError
 from policylab.policies import PreTrainedPolicy
 from policylab.policies.act import ACTConfig, ACTPolicy
 from policylab.training import trainer
-from policylab.training.configs import DatasetConfig, TrainConfig, TrainingConfig
+from policylab.training.configs import TrainConfig, TrainingConfig
 from policylab.utils.device import cpu_has_native_bfloat16
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from helpers import KEYPOINT_INPUTS, TINY_ACT_FLAGS, run_policylab
-from policylab.flags import ConfigError, parse_flags
+from policylab.errors import ConfigError
+from policylab.flags import parse_flags
 from policylab.training import TrainConfig
 from policylab.tuning.space import parse_space
 

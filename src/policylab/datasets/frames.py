@@ -50,7 +50,22 @@ def load_columns(
                     f"{path}: episode {record.episode_index} has {len(rows)} rows, its metadata says {record.length}"
                 )
             pieces[record.episode_index] = {key: values[rows] for key, values in columns.items()}
+            _check_finite(pieces[record.episode_index], path, record.episode_index)
     return {key: np.concatenate([pieces[r.episode_index][key] for r in episodes]) for key in keys}
+
+
+def _check_finite(columns: dict[str, np.ndarray], path: Path, episode_index: int) -> None:
+    """Float columns must hold numbers: a NaN or inf would train silently into a broken policy."""
+    for key, values in columns.items():
+        if values.dtype.kind != "f":
+            continue
+        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)  # (N,) frames with a NaN or inf
+        if bad.any():
+            frame = int(np.flatnonzero(bad)[0])
+            raise DatasetError(
+                f"{path}: column '{key}' of episode {episode_index} holds {values[frame].tolist()} at frame "
+                f"{frame} ({int(bad.sum())} frames with NaN or inf); fix or drop that episode (--dataset.episodes)"
+            )
 
 
 def load_camera_frames(meta: LeRobotDatasetMetadata, key: str) -> np.ndarray:
@@ -80,7 +95,12 @@ def load_camera_frames(meta: LeRobotDatasetMetadata, key: str) -> np.ndarray:
         raise DatasetError(
             f"{meta.root}: no writable place for the frame cache of '{key}' (tried {CACHE_DIR})"
         )
-    _decode_into(meta, key, frames)
+    try:
+        _decode_into(meta, key, frames)
+    except BaseException:
+        del frames
+        tmp.unlink()  # a half-built cache is never left behind
+        raise
     frames.flush()
     del frames
     for stale in cache_dir.glob(f"{key}-*.npy") if cache_dir == meta.root / CACHE_DIR else []:
@@ -131,7 +151,8 @@ def _decode_into(meta: LeRobotDatasetMetadata, key: str, frames: np.ndarray) -> 
         by_file[
             record.video_files[key] if meta.features[key]["dtype"] == "video" else record.data_file
         ].append(record)
-    with tqdm(total=meta.total_episodes, desc=f"frame cache {key}", unit="episode", leave=False) as progress:
+    progress = tqdm(total=meta.total_episodes, desc=f"frame cache {key}", unit="episode", leave=False)
+    try:
         for file, records in by_file.items():
             if meta.features[key]["dtype"] == "video":
                 _decode_video_file(meta, key, meta.root / file, records, frames)
@@ -141,6 +162,11 @@ def _decode_into(meta: LeRobotDatasetMetadata, key: str, frames: np.ndarray) -> 
                 _check_frame_shape(images[0], frames, meta.root / file, key)
                 frames[rows] = images.transpose(0, 3, 1, 2)
             progress.update(len(records))
+    except DatasetError:
+        progress.leave = True  # the bar ends with a newline, so the error is printed on a line of its own
+        raise
+    finally:
+        progress.close()
 
 
 def _decode_video_file(

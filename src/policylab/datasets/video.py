@@ -1,4 +1,4 @@
-"""Episode frames to mp4 and back, with PyAV (FFmpeg). Encoding settings follow LeRobot's defaults."""
+"""Frames to mp4 and back, with PyAV (FFmpeg): dataset videos with LeRobot's settings, and videos to watch."""
 
 from __future__ import annotations
 
@@ -26,24 +26,35 @@ PRESET = 8  # SVT-AV1 speed preset
 SVT_PARAMS = "lp=1"
 
 
-def encode_video(frames: np.ndarray, path: Path, fps: int) -> None:
-    """Write (N, H, W, 3) uint8 frames to `path` (mp4); frame k is shown at k / fps seconds."""
+def encode_video(frames: np.ndarray, path: Path, fps: int, codec: str = VIDEO_CODEC) -> Path:
+    """Write (N, H, W, 3) uint8 frames to `path` (mp4); frame k is shown at k / fps seconds.
+
+    codec: AV1 with LeRobot's dataset settings (the default), or `playable_codec()` for a video a browser
+    plays (H.264 where FFmpeg has it).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner per video to stderr unless told otherwise
     with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream(VIDEO_CODEC, rate=fps)
+        stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = PIX_FMT
-        stream.options = {
-            "g": str(GOP_SIZE),
-            "crf": str(CRF),
-            "preset": str(PRESET),
-            "svtav1-params": SVT_PARAMS,
-        }
+        if codec == VIDEO_CODEC:
+            stream.options = {
+                "g": str(GOP_SIZE),
+                "crf": str(CRF),
+                "preset": str(PRESET),
+                "svtav1-params": SVT_PARAMS,
+            }
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     _restore_normal_scheduling()
+    return path
+
+
+def playable_codec() -> str:
+    """The codec for videos people watch: H.264, else MPEG-4, else AV1, whichever this FFmpeg has."""
+    return next(c for c in ("libx264", "mpeg4", VIDEO_CODEC) if c in av.codecs_available)
 
 
 def _restore_normal_scheduling() -> None:
@@ -67,14 +78,19 @@ def video_info(frames_shape: tuple[int, ...], fps: int) -> dict:
 
 
 def iter_video_frames(path: Path) -> Iterator[tuple[float, np.ndarray]]:
-    """Decode `path` frame by frame: (presentation time in seconds, (H, W, 3) uint8)."""
+    """Decode `path` frame by frame: (presentation time in seconds, (H, W, 3) uint8). A file FFmpeg cannot
+    read is one DatasetError naming it (FFmpeg's own log lines are silenced: they would print over a
+    progress bar)."""
     if not path.is_file():
         raise DatasetError(f"{path}: video file is missing")
+    av.logging.set_level(None)  # FFmpeg logs nothing; errors reach us as exceptions
     try:
         with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DatasetError(f"{path}: cannot decode video (the file has no video stream)")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
                 yield float(frame.pts * frame.time_base), frame.to_ndarray(format="rgb24")
-    except av.FFmpegError as error:
-        raise DatasetError(f"{path}: cannot decode video ({error})") from error
+    except (av.FFmpegError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path}: cannot decode video ({error})") from None

@@ -32,14 +32,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from policylab.datasets import LeRobotDataset, LeRobotDatasetMetadata
-from policylab.evaluation.configs import (
-    HELD_OUT_SEED,
-    PolicyPathConfig,
-    dataset_root_for,
-    default_output_dir,
-    load_policy,
-)
+from policylab.constants import HELD_OUT_SEED
+from policylab.datasets import DatasetConfig, LeRobotDataset, LeRobotDatasetMetadata
+from policylab.evaluation.evaluate import write_json
 from policylab.evaluation.sweep import (
     SPEED_QUALITY,
     SweepSettings,
@@ -47,8 +42,8 @@ from policylab.evaluation.sweep import (
     plot_speed_quality,
     sweep_specs,
 )
-from policylab.policies import PreTrainedPolicy
-from policylab.training.configs import DatasetConfig
+from policylab.policies import PreTrainedConfig, PreTrainedPolicy
+from policylab.runs import Checkpoint, PolicyPathConfig, checked_output_dir, default_output_dir
 from policylab.utils.device import select_device
 from policylab.utils.memory import PeakMemory
 
@@ -114,14 +109,11 @@ def parse_sampler(spec: str) -> dict:
     return {"noise_scheduler_type": kind.upper(), "num_inference_steps": int(steps)}
 
 
-def sampler_settings(policy: PreTrainedPolicy, samplers: list[str] | None) -> dict[str, list[str]]:
-    """Name -> `--policy.*` overrides of each setting to time; one setting, as saved, for other policies."""
-    if not hasattr(policy.config, "noise_scheduler_type"):
-        return {"as trained": []}
-    samplers = samplers or default_samplers(policy.config)
-    return {
-        spec: [f"--policy.{name}={value}" for name, value in parse_sampler(spec).items()] for spec in samplers
-    }
+def sampler_settings(config: PreTrainedConfig, samplers: list[str] | None) -> dict[str, dict]:
+    """Name -> the config changes of each setting to time; one setting, as saved, for other policies."""
+    if not hasattr(config, "noise_scheduler_type"):
+        return {"as trained": {}}
+    return {spec: parse_sampler(spec) for spec in samplers or default_samplers(config)}
 
 
 def default_samplers(config) -> list[str]:
@@ -171,10 +163,10 @@ def observation_inputs(
 
 
 def benchmark_policy(
-    policy_path: str, overrides: list[str], dataset_root: Path, settings: BenchSettings, device, seed: int
+    checkpoint: Checkpoint, changes: dict, dataset_root: Path, settings: BenchSettings, device, seed: int
 ) -> dict:
-    """Every figure of the module docstring for the policy at `policy_path`."""
-    reference = load_policy(policy_path, overrides, device)
+    """Every figure of the module docstring for the policy of `checkpoint` (with `changes` to its config)."""
+    reference = checkpoint.load(device, **changes)
     config = reference.config
     windows = LeRobotDataset(
         root=dataset_root,
@@ -201,8 +193,8 @@ def benchmark_policy(
         "torch_threads": torch.get_num_threads(),
         "variants": {},
     }
-    for name, sampler_overrides in sampler_settings(reference, settings.samplers).items():
-        policy = load_policy(policy_path, overrides + sampler_overrides, device).requires_grad_(False)
+    for name, sampler in sampler_settings(config, settings.samplers).items():
+        policy = checkpoint.load(device, **{**changes, **sampler}).requires_grad_(False)
         torch.manual_seed(seed)
         with torch.inference_mode():
             with FlopCounterMode(display=False) as flops:
@@ -247,28 +239,27 @@ def device_name(device: torch.device) -> str:
 
 def run_bench(config: BenchConfig, overrides: list[str]) -> Path:
     """`policylab bench`: measure, print a table, write bench_info.json; returns its path."""
-    from policylab.evaluation.evaluate import write_json
-
     device = select_device(config.device)
-    root = dataset_root_for(config.policy.path, config.dataset, "bench")
+    checkpoint = Checkpoint.resolve(config.policy.path)
+    changes = checkpoint.changes(overrides)
+    root = checkpoint.dataset_root(config.dataset, "bench")
+    output_dir = checked_output_dir(config.output_dir or default_output_dir("bench", checkpoint.config.type))
     settings = config.bench
     if config.sweep.steps:
-        reference = load_policy(config.policy.path, overrides, device)
-        settings = dataclasses.replace(settings, samplers=sweep_specs(reference.config, config.sweep))
-    results = benchmark_policy(config.policy.path, overrides, root, settings, device, config.seed)
-    results["policy_path"] = str(config.policy.path)
+        swept = dataclasses.replace(checkpoint.config, **changes)
+        settings = dataclasses.replace(settings, samplers=sweep_specs(swept, config.sweep))
+    results = benchmark_policy(checkpoint, changes, root, settings, device, config.seed)
+    results["policy_path"] = checkpoint.path
     results["dataset_root"] = str(root)
-    output_dir = Path(config.output_dir or default_output_dir("bench", results["policy_type"]))
     print(format_bench(results))
     if config.sweep.steps:
-        specs = sampler_settings(reference, settings.samplers)
-        quality = evaluate_settings(config.policy.path, overrides, specs, config.sweep, device)
+        specs = sampler_settings(checkpoint.config, settings.samplers)
+        quality = evaluate_settings(checkpoint, changes, specs, config.sweep, device)
         results["sweep"] = {
             name: {**quality[name], "chunk_call_ms_p50": results["variants"][name]["chunk_call_ms"]["p50"]}
             for name in specs
         }
         results["sweep_settings"] = {"n_episodes": config.sweep.n_episodes, "seed": HELD_OUT_SEED}
-        output_dir.mkdir(parents=True, exist_ok=True)
         figure = plot_speed_quality(results["sweep"], output_dir / SPEED_QUALITY)
         print(format_sweep(results["sweep"], config.sweep.n_episodes))
         print(f"{SPEED_QUALITY} written to {figure.resolve()}")

@@ -7,9 +7,9 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from policylab.evaluation.configs import EvalConfig, default_output_dir, load_policy
+from policylab.evaluation.configs import EvalConfig
 from policylab.evaluation.rollout import evaluate_policy
-from policylab.policies.pretrained import pretrained_folder
+from policylab.runs import Checkpoint, checked_output_dir, default_output_dir
 from policylab.utils.device import select_device
 
 EVAL_INFO = "eval_info.json"
@@ -22,9 +22,12 @@ AGGREGATED_KEYS = (
 def run_eval(config: EvalConfig, overrides: list[str]) -> Path:
     """Evaluate the checkpoint of `config.policy.path` (with `--policy.*` overrides); returns eval_info.json."""
     device = select_device(config.device)
-    policy = load_policy(config.policy.path, overrides, device)
-    output_dir = Path(config.output_dir or default_output_dir("eval", policy.config.type))
-    info = evaluate_checkpoint(policy, config.policy.path, overrides, config, device, output_dir)
+    checkpoint = Checkpoint.resolve(config.policy.path)
+    changes = checkpoint.changes(overrides)
+    output_dir = checked_output_dir(config.output_dir or default_output_dir("eval", checkpoint.config.type))
+    info = evaluate_checkpoint(
+        checkpoint.load(device, **changes), checkpoint, changes, config, device, output_dir
+    )
     print(format_eval(info))
     for video in info["video_paths"]:
         print(f"video: {video}")
@@ -32,11 +35,11 @@ def run_eval(config: EvalConfig, overrides: list[str]) -> Path:
     return output_dir / EVAL_INFO
 
 
-def eval_settings(policy_path: str, overrides: list[str], config: EvalConfig, device) -> dict:
+def eval_settings(checkpoint: Checkpoint, changes: dict, config: EvalConfig, device) -> dict:
     """Everything an evaluation's result depends on besides the code: to tell whether one can be reused."""
     return {
-        "checkpoint": str(pretrained_folder(policy_path).resolve()),
-        "overrides": overrides,
+        "checkpoint": str(checkpoint.folder.resolve()),
+        "overrides": changes,
         "env": {"type": config.env.type, **asdict(config.env)},
         "seed": config.seed,
         "device": str(device),
@@ -45,10 +48,10 @@ def eval_settings(policy_path: str, overrides: list[str], config: EvalConfig, de
 
 
 def evaluate_checkpoint(
-    policy, policy_path: str, overrides: list[str], config: EvalConfig, device, output_dir: Path
+    policy, checkpoint: Checkpoint, changes: dict, config: EvalConfig, device, output_dir: Path
 ) -> dict:
-    """Roll `policy` (loaded from `policy_path` with `overrides`) out as `config` says; writes and returns
-    the eval_info dict (videos in output_dir/videos)."""
+    """Roll `policy` (loaded from `checkpoint` with `changes` to its config) out as `config` says; writes and
+    returns the eval_info dict (videos in output_dir/videos)."""
     results = evaluate_policy(
         policy,
         config.env,
@@ -64,8 +67,8 @@ def evaluate_checkpoint(
         "aggregated": {k: results[k] for k in AGGREGATED_KEYS},
         "per_episode": results["per_episode"],
         "video_paths": results["video_paths"],
-        "policy": {"path": str(policy_path), "overrides": overrides, "config": policy.config.to_dict()},
-        "settings": eval_settings(policy_path, overrides, config, device),
+        "policy": {"path": checkpoint.path, "overrides": changes, "config": policy.config.to_dict()},
+        "settings": eval_settings(checkpoint, changes, config, device),
     }
     write_json(output_dir / EVAL_INFO, info)
     return info

@@ -14,13 +14,13 @@ import time
 from functools import partial
 from pathlib import Path
 
-import av
 import gymnasium as gym
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from policylab.constants import OBS_ENV_STATE, OBS_IMAGE, OBS_STATE
+from policylab.datasets.video import encode_video, playable_codec
 from policylab.envs import EnvConfig, make_env
 from policylab.errors import PolicylabError
 from policylab.evaluation.metrics import aggregate, episode_metrics
@@ -47,20 +47,6 @@ def obs_type_for(input_keys: set[str]) -> str:
     raise EnvMismatchError(
         f"the policy needs {sorted(input_keys - provided)}, which PushT cannot give (it gives {sorted(provided)})"
     )
-
-
-def write_video(frames: list[np.ndarray], path: Path, fps: int = VIDEO_FPS) -> Path:
-    """Write (H, W, 3) uint8 frames to an mp4 (H.264 when FFmpeg has it, else MPEG-4 or AV1), yuv420p."""
-    codec = next(c for c in ("libx264", "mpeg4", "libsvtav1") if c in av.codecs_available)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return path
 
 
 def evaluate_policy(
@@ -121,7 +107,10 @@ def evaluate_policy(
                 episodes += batch_episodes
                 for i, frames in zip(indices, batch_frames, strict=True):
                     if frames is not None:
-                        video_paths.append(str(write_video(frames, Path(video_dir) / f"episode_{i}.mp4")))
+                        path = Path(video_dir) / f"episode_{i}.mp4"
+                        video_paths.append(
+                            str(encode_video(np.stack(frames), path, VIDEO_FPS, playable_codec()))
+                        )
     finally:
         bar.close()
         if not isinstance(env, gym.Env):  # a caller's env object stays open for the caller

@@ -16,9 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from policylab.evaluation.configs import HELD_OUT_SEED, load_policy  # noqa: E402
+from policylab.constants import HELD_OUT_SEED  # noqa: E402
+from policylab.errors import ConfigError  # noqa: E402
 from policylab.evaluation.rollout import evaluate_policy  # noqa: E402
-from policylab.flags import ConfigError  # noqa: E402
+from policylab.runs import Checkpoint  # noqa: E402
 
 SPEED_QUALITY = "speed_quality.png"
 
@@ -38,6 +39,11 @@ class SweepSettings:
     samplers: list[str] | None = None
     n_episodes: int = 50
     batch_size: int = 10
+
+    def __post_init__(self):
+        for name in ("n_episodes", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--sweep.{name} must be at least 1, got {getattr(self, name)}")
 
 
 def sweep_specs(config, sweep: SweepSettings) -> list[str]:
@@ -59,13 +65,11 @@ def sweep_specs(config, sweep: SweepSettings) -> list[str]:
     return specs
 
 
-def evaluate_settings(
-    policy_path: str, overrides: list[str], specs: dict[str, list[str]], sweep, device
-) -> dict:
-    """Success and max coverage of each setting over the same held-out seeds."""
+def evaluate_settings(checkpoint: Checkpoint, changes: dict, specs: dict[str, dict], sweep, device) -> dict:
+    """Success and max coverage of each sampler setting (name -> config changes) over the same held-out seeds."""
     results = {}
-    for name, sampler_overrides in specs.items():
-        policy = load_policy(policy_path, overrides + sampler_overrides, device)
+    for name, sampler in specs.items():
+        policy = checkpoint.load(device, **{**changes, **sampler})
         metrics = evaluate_policy(
             policy, "pusht", n_episodes=sweep.n_episodes, seed=HELD_OUT_SEED, batch_size=sweep.batch_size,
             progress=False,

@@ -27,8 +27,8 @@ from policylab.datasets.writer import LeRobotDatasetWriter
 from policylab.envs import make_env
 from policylab.envs.configs import EnvConfig, PushTEnvConfig
 from policylab.envs.pusht import OBS_TYPES
+from policylab.errors import ConfigError
 from policylab.experts.pusht import PushTExpert, PushTExpertConfig
-from policylab.flags import ConfigError
 from policylab.utils.interrupts import deferred_interrupts
 
 RECORDING_LOG = "meta/recording.json"

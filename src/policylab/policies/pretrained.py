@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from policylab.constants import ACTION, PAD_SUFFIX
+from policylab.constants import ACTION, CHECKPOINTS_DIR, LAST_CHECKPOINT, PAD_SUFFIX, PRETRAINED_MODEL_DIR
 from policylab.errors import PolicylabError
 from policylab.policies.normalize import Normalizer
 
@@ -382,11 +382,12 @@ def pretrained_folder(path: str | Path) -> Path:
     """The folder holding config.json for `path`: that folder itself, a training checkpoint (its
     pretrained_model), or a training run (the pretrained_model of its checkpoints/last)."""
     path = Path(path)
-    for candidate in (path, path / "pretrained_model", path / "checkpoints/last/pretrained_model"):
+    last = Path(CHECKPOINTS_DIR, LAST_CHECKPOINT, PRETRAINED_MODEL_DIR)
+    for candidate in (path, path / PRETRAINED_MODEL_DIR, path / last):
         if (candidate / CONFIG_NAME).is_file():
             return candidate
     raise CheckpointError(
-        f"{path}: no {CONFIG_NAME} here, in pretrained_model/ or in checkpoints/last/pretrained_model/; "
+        f"{path}: no {CONFIG_NAME} here, in {PRETRAINED_MODEL_DIR}/ or in {last}/; "
         "give a training run folder, a checkpoint folder or a pretrained_model folder"
     )
 

@@ -1,6 +1,6 @@
 """The training engine: one loop for every policy, checkpoints, resume, data-parallel runs."""
 
-from policylab.training.configs import DatasetConfig, TrainConfig, TrainingConfig
+from policylab.training.configs import TrainConfig, TrainingConfig
 from policylab.training.trainer import TrainingError, train
 
-__all__ = ["DatasetConfig", "TrainConfig", "TrainingConfig", "TrainingError", "train"]
+__all__ = ["TrainConfig", "TrainingConfig", "TrainingError", "train"]

@@ -25,13 +25,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from policylab.constants import CHECKPOINTS_DIR, LAST_CHECKPOINT, PRETRAINED_MODEL_DIR, TRAINING_STATE_DIR
 from policylab.policies import CheckpointError, PreTrainedPolicy
 from policylab.policies.pretrained import WEIGHTS_NAME, read_weights
-
-CHECKPOINTS = "checkpoints"
-LAST = "last"
-PRETRAINED = "pretrained_model"
-TRAINING_STATE = "training_state"
 
 
 @dataclass
@@ -46,11 +42,11 @@ class TrainingState:
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
-    return output_dir / CHECKPOINTS / f"{step:06d}"
+    return output_dir / CHECKPOINTS_DIR / f"{step:06d}"
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:
-    link = output_dir / CHECKPOINTS / LAST
+    link = output_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT
     return link.resolve() if link.exists() else None
 
 
@@ -59,8 +55,8 @@ def save_checkpoint(output_dir: Path, step: int, policy: PreTrainedPolicy, state
     final = checkpoint_dir(output_dir, step)
     tmp = final.with_name(f".tmp-{final.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    _write_pretrained(tmp / PRETRAINED, policy, state.ema)
-    _write_training_state(tmp / TRAINING_STATE, step, policy, state)
+    _write_pretrained(tmp / PRETRAINED_MODEL_DIR, policy, state.ema)
+    _write_training_state(tmp / TRAINING_STATE_DIR, step, policy, state)
     if final.exists():  # a resumed run saving a step again: move the old one aside first
         old = final.with_name(f".old-{final.name}")
         shutil.rmtree(old, ignore_errors=True)
@@ -69,11 +65,11 @@ def save_checkpoint(output_dir: Path, step: int, policy: PreTrainedPolicy, state
         shutil.rmtree(old)
     else:
         tmp.rename(final)
-    link_tmp = final.parent / f".{LAST}-tmp"
+    link_tmp = final.parent / f".{LAST_CHECKPOINT}-tmp"
     if link_tmp.is_symlink() or link_tmp.exists():
         link_tmp.unlink()
     link_tmp.symlink_to(final.name)
-    os.replace(link_tmp, final.parent / LAST)
+    os.replace(link_tmp, final.parent / LAST_CHECKPOINT)
     return final
 
 
@@ -125,7 +121,7 @@ def _write_training_state(folder: Path, step: int, policy: PreTrainedPolicy, sta
 def load_checkpoint(checkpoint: Path, policy: PreTrainedPolicy, state: TrainingState) -> int:
     """Restore policy weights, optimizer, scheduler, EMA and RNGs from `checkpoint`; returns its step.
     Any unreadable or inconsistent file raises `CheckpointError` naming it."""
-    folder = checkpoint / TRAINING_STATE
+    folder = checkpoint / TRAINING_STATE_DIR
     info = _read_json(folder / "state.json")
     try:
         _restore(checkpoint, folder, info, policy, state)
@@ -139,7 +135,7 @@ def load_checkpoint(checkpoint: Path, policy: PreTrainedPolicy, state: TrainingS
 def _restore(
     checkpoint: Path, folder: Path, info: dict, policy: PreTrainedPolicy, state: TrainingState
 ) -> None:
-    averaged = read_weights(checkpoint / PRETRAINED / WEIGHTS_NAME, policy)
+    averaged = read_weights(checkpoint / PRETRAINED_MODEL_DIR / WEIGHTS_NAME, policy)
     saved_decay, decay = info.get("ema_decay"), None if state.ema is None else state.ema.decay
     if (state.ema is None) != (info["ema_optimization_step"] is None) or saved_decay != decay:
         raise CheckpointError(

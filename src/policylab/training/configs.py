@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass, field
 
+from policylab.datasets import DatasetConfig
 from policylab.policies import ACTConfig, PreTrainedConfig
+from policylab.runs import default_output_dir
 
 SCHEDULERS = ("constant", "cosine")
 LOGGERS = ("jsonl", "tensorboard")
-
-
-@dataclass
-class DatasetConfig:
-    """The demonstrations to train on.
-
-    repo_id: dataset name, looked up in --dataset.root, else in the data home ($POLICYLAB_HOME, else
-        ~/.cache/policylab/datasets, where `policylab record` writes), else on the Hugging Face hub.
-    root: folder holding repo_id, or (without repo_id) the dataset folder itself.
-    episodes: episode indices to train on (default all), e.g. [0,1,2].
-    """
-
-    repo_id: str | None = None
-    root: str | None = None
-    episodes: list[int] | None = None
 
 
 @dataclass
@@ -101,4 +87,4 @@ class TrainConfig:
     device: str | None = None
 
     def default_output_dir(self) -> str:
-        return f"outputs/train/{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}_{self.policy.type}"
+        return str(default_output_dir("train", self.policy.type))

@@ -18,11 +18,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from policylab.evaluation.configs import dataset_root_for, load_policy
-from policylab.flags import ConfigError
+from policylab.constants import CHECKPOINTS_DIR, LAST_CHECKPOINT
+from policylab.datasets import DatasetConfig
+from policylab.errors import ConfigError
 from policylab.policies.diffusion import DiffusionPolicy
 from policylab.policies.diffusion.consistency import ConsistencyDistillation, check_teacher_steps
-from policylab.training.configs import DatasetConfig, TrainConfig, TrainingConfig
+from policylab.runs import Checkpoint, checked_output_dir, default_output_dir
+from policylab.training.configs import TrainConfig, TrainingConfig
 from policylab.training.trainer import train
 from policylab.utils.device import select_device
 
@@ -126,7 +128,8 @@ class DistillConfig:
 def run_distill(config: DistillConfig) -> Path:
     """Distill `config.teacher.path` into a student written to `config.output_dir`; returns that folder."""
     device = select_device(config.device)
-    teacher = trained_diffusion_policy("teacher", config.teacher.path, device)
+    teacher_checkpoint = Checkpoint.resolve(config.teacher.path, "--teacher.path")
+    teacher = trained_diffusion_policy("teacher", teacher_checkpoint, device)
     start = starting_network(config.student.path, teacher, device)
     settings = config.distill
     try:
@@ -140,8 +143,8 @@ def run_distill(config: DistillConfig) -> Path:
         check_teacher_steps(settings.teacher_steps, settings.original_inference_steps)
     except ValueError as error:
         raise ConfigError(f"--distill.*: {error}") from None
-    root = dataset_root_for(config.teacher.path, config.dataset, "distill")
-    output_dir = Path(config.output_dir or f"outputs/distill/{_timestamp()}_diffusion")
+    root = teacher_checkpoint.dataset_root(config.dataset, "distill")
+    output_dir = checked_output_dir(config.output_dir or default_output_dir("distill", "diffusion"))
     train_config = TrainConfig(
         dataset=DatasetConfig(root=str(root), episodes=config.dataset.episodes),
         policy=student_config,
@@ -151,7 +154,7 @@ def run_distill(config: DistillConfig) -> Path:
         seed=config.seed,
         device=config.device,
     )
-    if not (output_dir / "checkpoints/last").exists():  # a new run: record how to resume it
+    if not (output_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT).exists():  # a new run: record how to resume it
         output_dir.mkdir(parents=True, exist_ok=True)
         saved = {**dataclasses.asdict(config), "output_dir": str(output_dir), "resume": False}
         (output_dir / DISTILL_CONFIG).write_text(json.dumps(saved, indent=2) + "\n")
@@ -169,23 +172,23 @@ def run_distill(config: DistillConfig) -> Path:
     return train(train_config, objective=objective, initial_weights=start.state_dict())
 
 
-def trained_diffusion_policy(flag: str, path: str | None, device) -> DiffusionPolicy:
-    """The DDPM or DDIM diffusion policy at --<flag>.path; a clear error for any other."""
-    policy = load_policy(path, [], device)
-    if not isinstance(policy, DiffusionPolicy):
+def trained_diffusion_policy(flag: str, checkpoint: Checkpoint, device) -> DiffusionPolicy:
+    """The DDPM or DDIM diffusion policy of --<flag>.path; a clear error for any other."""
+    path = checkpoint.path
+    if checkpoint.config.type != "diffusion":
         raise ConfigError(
-            f"--{flag}.path={path} is an {policy.config.type!r} policy; distill takes a diffusion one"
+            f"--{flag}.path={path} is an {checkpoint.config.type!r} policy; distill takes a diffusion one"
         )
-    if policy.config.noise_scheduler_type == "LCM":
+    if checkpoint.config.noise_scheduler_type == "LCM":
         raise ConfigError(f"--{flag}.path={path} is already a consistency student; give its teacher")
-    return policy
+    return checkpoint.load(device)
 
 
 def starting_network(path: str | None, teacher: DiffusionPolicy, device) -> DiffusionPolicy:
     """The policy at --student.path, checked against the teacher; the teacher itself without a path."""
     if path is None:
         return teacher
-    start = trained_diffusion_policy("student", path, device)
+    start = trained_diffusion_policy("student", Checkpoint.resolve(path, "--student.path"), device)
     for name in SHARED_WITH_TEACHER:
         if getattr(start.config, name) != getattr(teacher.config, name):
             raise ConfigError(
@@ -193,9 +196,3 @@ def starting_network(path: str | None, teacher: DiffusionPolicy, device) -> Diff
                 f"{getattr(teacher.config, name)!r}: a student must act like its teacher"
             )
     return start
-
-
-def _timestamp() -> str:
-    import datetime
-
-    return f"{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}"

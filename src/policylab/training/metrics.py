@@ -6,9 +6,8 @@ import json
 import time
 from pathlib import Path
 
-from policylab.flags import ConfigError
-
-METRICS_FILE = "metrics.jsonl"
+from policylab.constants import METRICS_FILE
+from policylab.errors import ConfigError
 
 
 class RunningMeans:

@@ -11,6 +11,7 @@ DistributedDataParallel, gives each process its share of every global batch, and
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import math
 import os
@@ -27,10 +28,11 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from policylab.constants import TRAIN_CONFIG
 from policylab.datasets import LeRobotDataset, LeRobotDatasetMetadata, resolve_dataset_root
-from policylab.errors import PolicylabError
-from policylab.flags import ConfigError
+from policylab.errors import ConfigError, PolicylabError
 from policylab.policies import PreTrainedConfig, PreTrainedPolicy
+from policylab.runs import Checkpoint, checked_output_dir
 from policylab.training.checkpoints import TrainingState, last_checkpoint, load_checkpoint, save_checkpoint
 from policylab.training.configs import LOGGERS, SCHEDULERS, TrainConfig
 from policylab.training.data import StepBatchSampler, make_dataloader, scale_camera_frames, steps_per_epoch
@@ -38,7 +40,7 @@ from policylab.training.metrics import MetricsLog, RunningMeans
 from policylab.utils.device import cpu_has_native_bfloat16, select_device
 from policylab.utils.interrupts import deferred_interrupts
 
-TRAIN_CONFIG = "train_config.json"
+TIMED_STEPS = 10  # after these (and a first, warm-up step) train says how long the whole run will take
 Evaluate = Callable[[PreTrainedPolicy], dict]
 
 
@@ -214,9 +216,7 @@ def prepare_output_dir(config: TrainConfig, output_dir: Path, saved_path: Path) 
 def weights_to_start_from(path: str, policy: PreTrainedPolicy, report: bool) -> dict[str, torch.Tensor]:
     """The weights of the trained policy at `path` (--init_from) that `policy` has, names and shapes checked;
     those of layers `policy` lacks are left out (and listed when `report`)."""
-    from policylab.evaluation.configs import load_policy  # evaluation imports training
-
-    trained = load_policy(path, [], "cpu")
+    trained = Checkpoint.resolve(path, "--init_from").load("cpu")
     if trained.config.type != policy.config.type:
         raise ConfigError(
             f"--init_from={path} is a policy of type {trained.config.type!r}; this run trains {policy.config.type!r}"
@@ -298,7 +298,7 @@ def train(
     device = select_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
     autocast, scaler = _autocast(device, config.training.amp)
     ddp = init_distributed(device)
-    output_dir = Path(config.output_dir or config.default_output_dir())
+    output_dir = checked_output_dir(config.output_dir or config.default_output_dir())
 
     meta = LeRobotDatasetMetadata(resolve_dataset_root(config.dataset.repo_id, config.dataset.root))
     policy_config = config.policy.with_dataset_features(meta.features)
@@ -366,6 +366,20 @@ def train(
     return output_dir
 
 
+def expected_duration(steps: int, seconds: float, remaining: int) -> str:
+    """One line on how long the rest of a run takes at the rate `steps` steps in `seconds` showed."""
+    left = remaining * seconds / steps
+    done = datetime.datetime.now() + datetime.timedelta(seconds=left)
+    length = (
+        f"{left:.0f} s" if left < 60 else f"{left / 60:.0f} min" if left < 7200 else f"{left / 3600:.1f} h"
+    )
+    day = "" if left < 12 * 3600 else f" on {done:%b %d}"
+    return (
+        f"{steps / seconds:.2f} steps/s over {steps} steps: the remaining {remaining} steps take about {length} "
+        f"(done around {done:%H:%M}{day})"
+    )
+
+
 class TrainingLoop:
     """Steps, logging, checkpoints and evaluations of one run."""
 
@@ -386,6 +400,7 @@ class TrainingLoop:
             dynamic_ncols=True,
         )
         means, step, started = RunningMeans(), start_step, time.monotonic()
+        first_step_done = started
         deadline = None if t.max_minutes is None else started + 60 * t.max_minutes
         seconds_before = self.state.train_seconds
         try:
@@ -413,6 +428,12 @@ class TrainingLoop:
                         refresh=False,
                     )
                 progress.update()
+                if step - start_step == 1:
+                    first_step_done = time.monotonic()  # the first step warms caches up: time the ones after
+                elif step - start_step == 1 + TIMED_STEPS and step < total and self.ddp.is_main:
+                    progress.write(
+                        expected_duration(TIMED_STEPS, time.monotonic() - first_step_done, total - step)
+                    )
                 out_of_time = deadline is not None and self.agree(time.monotonic() > deadline)
                 if step % t.save_freq == 0 or step == total or out_of_time:
                     self.save(step)

@@ -12,7 +12,7 @@ from typing import Any
 
 import optuna
 
-from policylab.flags import ConfigError
+from policylab.errors import ConfigError
 
 # Published tuning advice (ACT paper / LeRobot tutorials; Diffusion Policy paper), sized for the CPU presets.
 DEFAULT_SPACES: dict[str, dict[str, Any]] = {

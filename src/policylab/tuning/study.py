@@ -9,7 +9,6 @@ before the last feed the pruner, the last is the trial's value.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -23,11 +22,12 @@ import torch
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from policylab.errors import PolicylabError
-from policylab.evaluation.configs import HELD_OUT_SEED
+from policylab.constants import HELD_OUT_SEED
+from policylab.errors import ConfigError, FlagError, PolicylabError, did_you_mean
 from policylab.evaluation.rollout import evaluate_policy
-from policylab.flags import ConfigError, FlagError, all_flag_names, parse_flags
+from policylab.flags import all_flag_names, parse_flags
 from policylab.policies import PreTrainedPolicy
+from policylab.runs import checked_output_dir
 from policylab.training import TrainConfig
 from policylab.training import train as run_training
 from policylab.tuning.configs import OBJECTIVES, TuneConfig
@@ -52,7 +52,7 @@ def run_tune(config: TuneConfig, tune_args: list[str], train_args: list[str]) ->
         raise ConfigError("--resume is not a tune flag: rerunning the same tune command resumes the study")
     space = parse_space(config.tune.space, base.policy.type)
     check_space_names(space, train_args)
-    Path(config.folder).mkdir(parents=True, exist_ok=True)
+    checked_output_dir(config.folder).mkdir(parents=True, exist_ok=True)
     study = open_study(config, space, sampler_seed=base.seed + config.tune.worker_id)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.tune.n_workers))
     workers = start_local_workers(config, tune_args, train_args) if config.tune.worker_id == 0 else []
@@ -69,9 +69,10 @@ def check_space_names(space: dict, train_args: list[str]) -> None:
     valid = all_flag_names(TrainConfig)
     for name in space:
         if name not in valid:
-            close = difflib.get_close_matches(name, sorted(valid), n=3, cutoff=0.6)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ConfigError(f"--tune.space: parameter '{name}' is not a `policylab train` flag{hint}")
+            raise ConfigError(
+                f"--tune.space: parameter '{name}' is not a `policylab train` flag; {did_you_mean(name, valid)}"
+                "see policylab train --help"
+            )
     for name, value in representative_values(space).items():
         try:
             parse_flags(TrainConfig, [*train_args, as_flag(name, value)], "policylab tune")

@@ -6,7 +6,7 @@ import platform
 
 import torch
 
-from policylab.flags import ConfigError
+from policylab.errors import ConfigError
 
 
 def select_device(requested: str | None, local_rank: int = 0) -> torch.device:

@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policylab.datasets import LeRobotDataset, LeRobotDatasetMetadata
+from policylab.datasets import DatasetConfig, LeRobotDataset, LeRobotDatasetMetadata
 from policylab.evaluation.benchmark import observation_inputs, time_calls
-from policylab.evaluation.configs import dataset_root_for, load_policy
-from policylab.training.configs import DatasetConfig
+from policylab.runs import Checkpoint
 
 
 def policylab(*args: str) -> None:
@@ -45,13 +44,10 @@ def sweep(policy: Path, steps: str, samplers: str, episodes: int, output_dir: Pa
 def paired_latency(teacher_path: Path, student_path: Path, dataset_root: Path | None, rounds: int) -> dict:
     """p50 ms of teacher DDIM-10 and student LCM-1 chunk calls (batch 1, CPU), timed in turns."""
     cpu = torch.device("cpu")
-    teacher = load_policy(
-        str(teacher_path), ["--policy.noise_scheduler_type=DDIM", "--policy.num_inference_steps=10"], cpu
-    )
-    student = load_policy(str(student_path), ["--policy.num_inference_steps=1"], cpu)
-    root = dataset_root_for(
-        str(teacher_path), DatasetConfig(root=dataset_root and str(dataset_root)), "bench"
-    )
+    teacher_checkpoint = Checkpoint.resolve(teacher_path)
+    teacher = teacher_checkpoint.load(cpu, noise_scheduler_type="DDIM", num_inference_steps=10)
+    student = Checkpoint.resolve(student_path).load(cpu, num_inference_steps=1)
+    root = teacher_checkpoint.dataset_root(DatasetConfig(root=dataset_root and str(dataset_root)), "bench")
     windows = LeRobotDataset(
         root=root, delta_timestamps=teacher.config.delta_timestamps(LeRobotDatasetMetadata(root).fps)
     )

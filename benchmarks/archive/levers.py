@@ -37,9 +37,10 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parents[1]))  # the maintained benchmarks, one folder up
 # the identical model configurations of the LeRobot comparison
-from vs_lerobot import run_in_fresh_process
-from vs_lerobot_worker import CONFIGS, Policylab
+from vs_lerobot import run_in_fresh_process  # noqa: E402
+from vs_lerobot_worker import CONFIGS, Policylab  # noqa: E402
 
 TRAIN_LEVERS = [
     "base", "adamw_foreach", "adamw_fused", "ema_foreach", "channels_last", "compile", "compile_networks", "threads_1",

@@ -12,30 +12,25 @@ policy embedded) hold the table, which is also printed.
 from __future__ import annotations
 
 import base64
-import datetime
 import html
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from policylab.constants import HELD_OUT_SEED, METRICS_FILE
+from policylab.datasets import DatasetConfig
 from policylab.envs import EnvConfig, PushTEnvConfig
+from policylab.errors import ConfigError
 from policylab.evaluation.benchmark import BenchSettings, benchmark_policy, format_table
-from policylab.evaluation.configs import (
-    HELD_OUT_SEED,
-    TRAIN_CONFIG,
-    EvalConfig,
-    EvalSettings,
-    dataset_root_for,
-    load_policy,
-    training_run_of,
-)
+from policylab.evaluation.configs import EvalConfig, EvalSettings
 from policylab.evaluation.evaluate import EVAL_INFO, eval_settings, evaluate_checkpoint, write_json
-from policylab.flags import ConfigError
-from policylab.policies.pretrained import pretrained_folder
-from policylab.training.configs import DatasetConfig
-from policylab.training.metrics import METRICS_FILE
+from policylab.report.plots import (
+    open_with_policy_windows,
+    plot_training_curves,
+    visualize_action_predictions,
+)
+from policylab.runs import Checkpoint, checked_output_dir, default_output_dir
 from policylab.utils.device import select_device
-from policylab.visualize import open_with_policy_windows, plot_training_curves, visualize_action_predictions
 
 BENCH_INFO = "bench_info.json"
 
@@ -61,12 +56,11 @@ class CompareConfig:
     device: str | None = None
 
 
-def policy_names(paths: list[str]) -> list[str]:
+def policy_names(checkpoints: list[Checkpoint]) -> list[str]:
     """A short unique name per policy: its training run's folder name (or the path's last part)."""
     names = []
-    for path in paths:
-        run = training_run_of(path)
-        base = (run or Path(path).resolve()).name
+    for checkpoint in checkpoints:
+        base = checkpoint.name
         name, k = base, 2
         while name in names:
             name, k = f"{base}-{k}", k + 1
@@ -81,54 +75,51 @@ def run_compare(config: CompareConfig) -> Path:
             "--policies: give one or more training runs or checkpoints, e.g. --policies OUT_A OUT_B"
         )
     device = select_device(config.device)
-    output_dir = Path(
-        config.output_dir or Path("outputs/compare", f"{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}")
-    )
-    for path in config.policies:
-        pretrained_folder(path)  # every path is checked before the first long evaluation starts
+    # every path is resolved, and the output folder made, before the first long evaluation starts
+    checkpoints = [Checkpoint.resolve(path, "--policies") for path in config.policies]
+    output_dir = checked_output_dir(config.output_dir or default_output_dir("compare", "report"))
     rows = []
-    for name, path in zip(policy_names(config.policies), config.policies, strict=True):
-        print(f"== {name} ({path})")
-        rows.append(measure_policy(name, path, output_dir / name, config, device))
+    for name, checkpoint in zip(policy_names(checkpoints), checkpoints, strict=True):
+        print(f"== {name} ({checkpoint.path})")
+        rows.append(measure_policy(name, checkpoint, output_dir / name, config, device))
     report = write_report(rows, config, output_dir, str(device))
     print(format_comparison(rows))
     print(f"report written to {report.resolve()} and {report.with_suffix('.html').resolve()}")
     return report
 
 
-def measure_policy(name: str, path: str, folder: Path, config: CompareConfig, device) -> dict:
+def measure_policy(name: str, checkpoint: Checkpoint, folder: Path, config: CompareConfig, device) -> dict:
     """Evaluation, benchmark, plots and training facts of one policy (files in `folder`)."""
-    policy = load_policy(path, [], device)
+    policy = checkpoint.load(device)
     as_eval = EvalConfig(env=config.env, eval=config.eval, seed=config.seed)
-    eval_info = _reuse(folder / EVAL_INFO, eval_settings(path, [], as_eval, device))
+    eval_info = _reuse(folder / EVAL_INFO, eval_settings(checkpoint, {}, as_eval, device))
     if eval_info is None:
-        eval_info = evaluate_checkpoint(policy, path, [], as_eval, device, folder)
-    dataset_root = dataset_root_for(path, config.dataset, "compare")
+        eval_info = evaluate_checkpoint(policy, checkpoint, {}, as_eval, device, folder)
+    dataset_root = checkpoint.dataset_root(config.dataset, "compare")
     bench_settings = {
-        "checkpoint": str(pretrained_folder(path).resolve()),
+        "checkpoint": str(checkpoint.folder.resolve()),
         "dataset": str(dataset_root),
         "device": str(device),
         **asdict(config.bench),
     }
     bench_info = _reuse(folder / BENCH_INFO, bench_settings)
     if bench_info is None:
-        bench_info = benchmark_policy(path, [], dataset_root, config.bench, device, config.seed)
+        bench_info = benchmark_policy(checkpoint, {}, dataset_root, config.bench, device, config.seed)
         bench_info["settings"] = bench_settings
         write_json(folder / BENCH_INFO, bench_info)
     plots = {"policy_comparison": folder / "policy_comparison.png"}
     if not plots["policy_comparison"].is_file():
         dataset = open_with_policy_windows(policy, dataset_root)
         visualize_action_predictions(policy, dataset, path=plots["policy_comparison"])
-    run = training_run_of(path)
-    if run is not None and (run / METRICS_FILE).is_file():
-        plots["training_curves"] = plot_training_curves(run, folder / "training_curves.png")
+    if checkpoint.run is not None and (checkpoint.run / METRICS_FILE).is_file():
+        plots["training_curves"] = plot_training_curves(checkpoint.run, folder / "training_curves.png")
     return {
         "name": name,
-        "path": path,
-        "type": eval_info["policy"]["config"]["type"],
+        "path": checkpoint.path,
+        "type": checkpoint.config.type,
         "eval": eval_info,
         "bench": bench_info,
-        "training": training_facts(path),
+        "training": checkpoint.training_facts(),
         "plots": plots,
     }
 
@@ -142,22 +133,6 @@ def _reuse(path: Path, settings: dict) -> dict | None:
     except (OSError, json.JSONDecodeError):
         return None
     return saved if saved.get("settings") == json.loads(json.dumps(settings)) else None
-
-
-def training_facts(path: str) -> dict:
-    """Steps and wall time of the checkpoint's training run (None where the run does not say)."""
-    folder = pretrained_folder(path).resolve().parent  # the checkpoint folder: <step>/
-    facts = {"steps": None, "train_seconds": None, "batch_size": None, "dataset": None}
-    state = folder / "training_state/state.json"
-    if state.is_file():
-        info = json.loads(state.read_text())
-        facts["steps"], facts["train_seconds"] = info.get("step"), info.get("train_seconds")
-    run = training_run_of(path)
-    if run is not None:
-        train_config = json.loads((run / TRAIN_CONFIG).read_text())
-        facts["batch_size"] = train_config["training"]["batch_size"]
-        facts["dataset"] = train_config["dataset"].get("root") or train_config["dataset"].get("repo_id")
-    return facts
 
 
 COLUMNS = (

@@ -1,0 +1,1 @@
+"""Reports: figures of what policies do, and comparisons of several measured policies."""

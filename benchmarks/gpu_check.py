@@ -244,6 +244,8 @@ def timings(work_dir: Path, steps: int, episodes: int, configs: list[str], devic
         }
         entry["parameters"] = bench["parameters"]
         result[name] = entry
+    if "diffusion_keypoints_preset" not in configs:  # the rollout check evaluates that trained policy
+        return result
     eval_dir = work_dir / "diffusion_keypoints_eval"
     result["eval_diffusion_keypoints_s"] = policylab(
         "eval", f"--policy.path={work_dir / 'diffusion_keypoints_preset'}", "--eval.n_episodes=10",

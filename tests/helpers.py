@@ -48,3 +48,12 @@ def run_policylab(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "policylab.cli", *args], capture_output=True, text=True, **kwargs
     )
+
+
+def graphs_compiled(call) -> int:
+    """How many graphs torch.compile captured while `call()` ran: 0 when nothing compiled ran."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    call()
+    return counters["stats"]["unique_graphs"]

@@ -92,3 +92,20 @@ def test_a_nested_flag_keeps_the_other_defaults_of_its_section():
 
     config = parse_flags(DistillConfig, ["--teacher.path=x", "--training.lr=3e-4"], "policylab distill")
     assert (config.training.lr, config.training.steps, config.training.batch_size) == (3e-4, 2000, 64)
+
+
+@pytest.mark.parametrize(
+    "given,other", [("--training.num_epochs=3", "steps"), ("--training.steps=9", "num_epochs")]
+)
+def test_a_run_length_on_the_command_line_replaces_the_presets(tmp_path, given, other):
+    from policylab.cli import parse_train
+
+    preset = tmp_path / "preset.json"
+    preset.write_text(
+        json.dumps(
+            {"training": {"steps": 100, "num_epochs": None} if other == "steps" else {"num_epochs": 5}}
+        )
+    )
+    config = parse_train([f"--config_path={preset}", given])
+    name, value = given[len("--training.") :].split("=")
+    assert getattr(config.training, name) == int(value) and getattr(config.training, other) is None

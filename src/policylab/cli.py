@@ -219,7 +219,9 @@ def tune(parsed) -> None:
 
 
 def _list_flag(args: list[str], flag: str) -> list[str]:
-    """`--policies A B C` (values separated by spaces, as shells expand globs) as `--policies=[A,B,C]`."""
+    """`--policies A B C` (values separated by spaces, as shells expand globs) and `--policies=A` as
+    `--policies=[A,B,C]`."""
+    args = [f"{a}]".replace("=", "=[", 1) if a.startswith(flag + "=") and "[" not in a else a for a in args]
     if flag not in args:
         return args
     start = args.index(flag)

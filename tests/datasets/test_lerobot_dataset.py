@@ -179,6 +179,37 @@ def test_missing_video(tmp_path):
         LeRobotDataset(root=root)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the writer computes statistics of the NaN
+def test_a_nan_or_inf_in_a_float_column_names_column_episode_and_frame(tmp_path):
+    root = tmp_path / "ds"
+    writer = LeRobotDatasetWriter(root, fps=10, features=FEATURES)
+    good, bad = synthetic_episode(4, seed=0), synthetic_episode(6, seed=1)
+    bad["action"][3, 1] = np.nan
+    bad["action"][5, 0] = np.inf
+    writer.add_episode(good, TASK)
+    writer.add_episode(bad, TASK)
+    with pytest.raises(
+        DatasetError, match=r"column 'action' of episode 1 holds \[.*nan\] at frame 3 \(2 frames"
+    ):
+        LeRobotDataset(root=root)
+    clean = LeRobotDataset(root=root, episodes=[0])  # the other episodes stay usable, their statistics finite
+    assert len(clean) == 4 and torch.isfinite(clean.stats["action"]["std"]).all()
+
+
+def test_an_undecodable_video_is_one_error_and_leaves_no_half_built_cache(tmp_path):
+    root = tmp_path / "ds"
+    write_synthetic_dataset(root, lengths=(6,))
+    video = root / "videos/observation.image/chunk-000/file-000.mp4"
+    data = bytearray(video.read_bytes())
+    data[len(data) // 2 :] = bytes(len(data) - len(data) // 2)  # the second half of the stream zeroed
+    video.write_bytes(bytes(data))
+    with pytest.raises(
+        DatasetError, match=r"file-000.mp4: (cannot decode video|episode 0 should have 6 frames)"
+    ):
+        LeRobotDataset(root=root)
+    assert not list((root / ".cache/policylab").glob("*.tmp"))
+
+
 def test_corrupt_parquet(tmp_path):
     root = tmp_path / "ds"
     write_synthetic_dataset(root, lengths=(3,))

@@ -13,11 +13,14 @@ import pytest
 
 from synthetic import write_synthetic_dataset
 
+pytestmark = pytest.mark.interop
+
 READ_WITH_LEROBOT = """
 import json, os, sys
 os.environ["HF_HUB_OFFLINE"] = "1"
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 import lerobot
+
 backend = "pyav" if lerobot.__version__ >= "0.4" else "torchcodec"
 ds = LeRobotDataset("local/ours", root=sys.argv[1], delta_timestamps={"action": [-0.1, 0.0]}, video_backend=backend)
 items = [ds[i] for i in range(len(ds))]

@@ -12,6 +12,8 @@ import pytest
 
 from policylab.datasets import LeRobotDataset
 
+pytestmark = pytest.mark.interop
+
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "lerobot_written"
 LENGTHS = [5, 12, 8]
 

@@ -95,6 +95,28 @@ def test_eval_errors_name_the_problem(runs, tmp_path):
     assert "Traceback" not in unprovidable.stderr
 
 
+@pytest.mark.parametrize(
+    "command,flag,message",
+    [
+        ("compare", "--eval.n_episodes=0", "--eval.n_episodes must be at least 1, got 0"),
+        ("plot", "--plot.n_samples=0", "--plot.n_samples must be at least 1, got 0"),
+        ("bench", "--sweep.n_episodes=0", "--sweep.n_episodes must be at least 1, got 0"),
+        ("eval", "--eval.batch_size=0", "--eval.batch_size must be at least 1, got 0"),
+    ],
+)
+def test_values_that_cannot_work_are_one_line_before_any_work(runs, tmp_path, command, flag, message):
+    path = f"--policies={runs['act']}" if command == "compare" else f"--policy.path={runs['act']}"
+    result = run_policylab(command, path, flag, f"--output_dir={tmp_path / 'out'}")
+    assert result.returncode == 2 and result.stderr == f"policylab {command}: error: {message}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_dir_that_cannot_be_made_is_refused_before_the_evaluation(runs, tmp_path):
+    (tmp_path / "file").write_text("")
+    result = run_policylab("eval", f"--policy.path={runs['act']}", f"--output_dir={tmp_path / 'file/eval'}")
+    assert result.returncode == 2 and "cannot create it" in result.stderr and "eval:" not in result.stdout
+
+
 def test_bench_times_each_diffusion_sampler_on_the_same_weights(runs, tmp_path):
     result = run_policylab(
         "bench", f"--policy.path={runs['diffusion']}", "--bench.samplers=[DDPM-20,DDIM-4]", "--bench.n_calls=4",

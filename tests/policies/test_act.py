@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from helpers import fit
+from helpers import fit, graphs_compiled
 from policylab.datasets import LeRobotDataset
 from policylab.policies import ObservationError
 from policylab.policies.act import ACTConfig, ACTPolicy, ACTTemporalEnsembler
@@ -207,7 +207,10 @@ def test_compiled_for_inference_acts_as_before():
     obs = {key: torch.rand(1, *shape) for key, shape in config.input_shapes.items()}
     plain = policy.predict_action_chunk(obs)
     policy.compile_for_inference()
-    assert torch.allclose(policy.predict_action_chunk(obs), plain, atol=1e-5)
+    compiled = []
+    assert graphs_compiled(lambda: compiled.append(policy.predict_action_chunk(obs))) > 0  # compiled code ran
+    assert torch.allclose(compiled[0], plain, atol=1e-5)
+    assert graphs_compiled(lambda: policy.predict_action_chunk(obs)) == 0  # and is reused
 
 
 def test_a_checkpoint_of_a_pretrained_backbone_loads_offline(tmp_path, monkeypatch):

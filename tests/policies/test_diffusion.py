@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import fit
+from helpers import fit, graphs_compiled
 from policylab.datasets import LeRobotDataset
 from policylab.policies import ObservationError, PreTrainedPolicy
 from policylab.policies.diffusion import DiffusionConfig, DiffusionPolicy
@@ -179,8 +179,13 @@ def test_compiled_for_inference_samples_as_before():
     obs = observation(config, batch_size=1)
     plain = policy.predict_action_chunk(obs, generator=torch.Generator().manual_seed(0))
     policy.compile_for_inference()
-    compiled = policy.predict_action_chunk(obs, generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(compiled, plain, atol=1e-5)
+    compiled = []
+
+    def sample():
+        compiled.append(policy.predict_action_chunk(obs, generator=torch.Generator().manual_seed(0)))
+
+    assert graphs_compiled(sample) > 0  # the compiled UNet ran
+    assert torch.allclose(compiled[0], plain, atol=1e-5)
 
 
 def test_queue_samples_every_n_action_steps_and_executes_from_the_current_step():

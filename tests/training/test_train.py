@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -10,18 +11,22 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from helpers import KEYPOINT_INPUTS, TINY_ACT_FLAGS, TINY_DIFFUSION_FLAGS, run_policylab
-from policylab.datasets import DatasetConfig, LeRobotDataset
+from policylab.constants import HELD_OUT_SEED
+from policylab.datasets import DatasetConfig, LeRobotDataset, LeRobotDatasetWriter
 from policylab.errors import ConfigError
+from policylab.evaluation import evaluate_policy
 from policylab.policies import PreTrainedPolicy
 from policylab.policies.act import ACTConfig, ACTPolicy
 from policylab.training import trainer
 from policylab.training.configs import TrainConfig, TrainingConfig
 from policylab.utils.device import cpu_has_native_bfloat16
+from synthetic import FEATURES, TASK, synthetic_episode, write_synthetic_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -158,6 +163,39 @@ def test_bad_flags_fail_before_any_work_naming_the_flag(recorded_pusht, tmp_path
         and "Traceback" not in missing.stderr
     )
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+    (tmp_path / "file").write_text("")
+    unwritable = run_policylab(*train_args(recorded_pusht, tmp_path / "file/run", "--training.steps=1"))
+    assert unwritable.returncode == 2 and unwritable.stderr == (
+        f"policylab train: error: --output_dir={tmp_path / 'file/run'}: cannot create it ({tmp_path / 'file'} is a "
+        "file, not a folder)\n"
+    )
+
+
+def test_broken_datasets_stop_with_one_line_naming_the_problem(tmp_path):
+    nan = tmp_path / "nan"
+    episode = synthetic_episode(12, seed=0)
+    episode["observation.state"][4] = np.inf
+    LeRobotDatasetWriter(nan, fps=10, features=FEATURES).add_episode(episode, TASK)
+    state_only = "--policy.input_shapes={observation.state: [2]}"
+    result = run_policylab("train", *TINY_ACT_FLAGS, state_only, f"--dataset.root={nan}", "--training.steps=1",
+                           f"--output_dir={tmp_path / 'run'}")  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert (
+        "column 'observation.state' of episode 0 holds [inf, inf] at frame 4"
+        in result.stderr.splitlines()[-1]
+    )
+    assert not (tmp_path / "run").exists()
+
+    video = tmp_path / "video"
+    write_synthetic_dataset(video, lengths=(12,))
+    mp4 = video / "videos/observation.image/chunk-000/file-000.mp4"
+    mp4.write_bytes(mp4.read_bytes()[: mp4.stat().st_size // 2] + bytes(mp4.stat().st_size // 2))
+    camera = "--policy.input_shapes={observation.image: [3, 96, 96], observation.state: [2]}"
+    result = run_policylab("train", *TINY_ACT_FLAGS, camera, f"--dataset.root={video}", "--training.steps=1",
+                           f"--output_dir={tmp_path / 'run'}")  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "file-000.mp4" in line]
+    assert len(errors) == 1 and errors[0].startswith("policylab train: error: ")  # on a line of its own, once
 
 
 @pytest.mark.skipif(not cpu_has_native_bfloat16(), reason="this CPU has no native bfloat16")
@@ -198,7 +236,7 @@ def test_amp_autocasts_to_bfloat16_on_a_cpu_that_has_it_and_is_refused_elsewhere
     assert not (tmp_path / "run").exists()
 
 
-def test_evaluation_during_training_is_logged(recorded_pusht, tmp_path):
+def test_evaluation_during_training_is_logged_and_is_the_checkpoints_evaluation(recorded_pusht, tmp_path):
     out = tmp_path / "run"
     result = run_policylab(
         *train_args(
@@ -207,8 +245,29 @@ def test_evaluation_during_training_is_logged(recorded_pusht, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in records if "eval" in r]
-    assert len(evals) == 1 and evals[0]["step"] == 4 and 0 <= evals[0]["eval"]["success_rate"] <= 1
+    (logged,) = [r for r in records if "eval" in r]
+    assert logged["step"] == 4
+    again = evaluate_policy(
+        PreTrainedPolicy.from_pretrained(out / "checkpoints/000004"), "pusht", n_episodes=2, seed=HELD_OUT_SEED,
+        progress=False,
+    )  # fmt: skip
+    for key in ("success_rate", "avg_steps", "avg_reward", "avg_max_reward", "path_efficiency"):
+        assert logged["eval"][key] == pytest.approx(again[key]), key
+
+
+def test_training_fits_a_small_dataset_and_says_how_long_it_takes(recorded_pusht, tmp_path):
+    out = tmp_path / "run"
+    result = run_policylab(
+        *train_args(
+            recorded_pusht, out, "--training.steps=80", "--training.log_freq=10", "--dataset.episodes=[0]"
+        )
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(
+        r"steps/s over 10 steps: the remaining 69 steps take about \d+ s \(done around", result.stderr
+    )
+    curve = [loss for _, loss in losses(out)]
+    assert curve[-1] < curve[0] / 3, curve  # one episode, 80 steps at lr 1e-3: a working loop fits it
 
 
 def test_two_processes_with_torchrun_train_and_write_one_checkpoint(recorded_pusht, tmp_path):
@@ -225,6 +284,7 @@ def test_two_processes_with_torchrun_train_and_write_one_checkpoint(recorded_pus
     assert curve[60] < curve[10]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["000060", "last"]
     assert json.loads((out / "train_config.json").read_text())["training"]["batch_size"] == 8
+    assert result.stdout.count("checkpoints written to") == 1  # rank 0 alone prints where they went
 
 
 def test_seed_style_python_loop(recorded_pusht, tmp_path):

@@ -18,8 +18,8 @@ from policylab.constants import PAD_SUFFIX, TIMESTAMP
 from policylab.datasets.errors import DatasetError
 from policylab.datasets.frames import load_camera_frames, load_columns
 from policylab.datasets.layout import INFO_PATH, default_data_home
-from policylab.datasets.metadata import LeRobotDatasetMetadata
-from policylab.datasets.stats import is_visual
+from policylab.datasets.metadata import LeRobotDatasetMetadata, stats_as_tensors
+from policylab.datasets.stats import aggregate_stats, is_visual
 from policylab.datasets.windows import delta_timestamps_to_offsets, window_indices
 
 
@@ -179,6 +179,14 @@ class LeRobotDataset(torch.utils.data.Dataset):
     @property
     def features(self) -> dict[str, dict]:
         return self.meta.features
+
+    @property
+    def stats(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Normalization statistics of the episodes this dataset uses (`meta.stats` when it uses them all, or
+        when an episode has no statistics of its own)."""
+        if len(self.episodes) == self.meta.total_episodes or not all(e.stats for e in self.episodes):
+            return self.meta.stats
+        return stats_as_tensors(aggregate_stats([e.stats for e in self.episodes]))
 
     @property
     def num_frames(self) -> int:

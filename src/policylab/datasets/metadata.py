@@ -11,6 +11,13 @@ from policylab.datasets.layout import STATS_PATH, read_episodes, read_info, read
 from policylab.datasets.stats import Stats, aggregate_stats, is_visual, stats_from_json
 
 
+def stats_as_tensors(stats: Stats) -> dict[str, dict[str, torch.Tensor]]:
+    return {
+        key: {name: torch.as_tensor(v, dtype=torch.float32) for name, v in s.items()}
+        for key, s in stats.items()
+    }
+
+
 class LeRobotDatasetMetadata:
     """Metadata of the LeRobot-format dataset in `root` (v3.0 or v2.1)."""
 
@@ -19,10 +26,7 @@ class LeRobotDatasetMetadata:
         self.info = read_info(self.root)
         self.episodes = read_episodes(self.root, self.info)
         self.tasks = read_tasks(self.root, self.info)
-        self.stats = {
-            key: {name: torch.as_tensor(value, dtype=torch.float32) for name, value in stats.items()}
-            for key, stats in self._numpy_stats().items()
-        }
+        self.stats = stats_as_tensors(self._numpy_stats())
 
     def _numpy_stats(self) -> Stats:
         """As LeRobot: v2.1 aggregates the per-episode statistics (a stats.json there may predate them);

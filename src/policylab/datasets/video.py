@@ -63,17 +63,18 @@ def _restore_normal_scheduling() -> None:
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
-def video_info(frames_shape: tuple[int, ...], fps: int) -> dict:
-    """The `info` block LeRobot stores next to a video feature in meta/info.json."""
+def video_info(frames_shape: tuple[int, ...], fps: int, codebase_version: str) -> dict:
+    """The `info` block LeRobot stores next to a video feature in meta/info.json (LeRobot 0.6 names the depth
+    flag `is_depth_map`, 0.3 `video.is_depth_map`)."""
     return {
         "video.height": int(frames_shape[1]),
         "video.width": int(frames_shape[2]),
         "video.codec": VIDEO_CODEC_NAME,
         "video.pix_fmt": PIX_FMT,
-        "video.is_depth_map": False,
         "video.fps": fps,
         "video.channels": 3,
         "has_audio": False,
+        "is_depth_map" if codebase_version == "v3.0" else "video.is_depth_map": False,
     }
 
 

@@ -172,7 +172,9 @@ class LeRobotDatasetWriter:
         return length
 
     def _set_video_info(self, key: str, shape: tuple[int, ...]) -> None:
-        self.info["features"][key]["info"] = video_info(shape, self.info["fps"])
+        self.info["features"][key]["info"] = video_info(
+            shape, self.info["fps"], self.info["codebase_version"]
+        )
 
     def _commit_metadata(self) -> None:
         write_episodes(self.root, self.info, self.episodes)

@@ -68,6 +68,11 @@ class Normalizer(nn.Module):
         if key not in stats or stat not in stats[key]:
             raise MissingStatsError(f"dataset_stats has no '{stat}' for '{key}' (needed to normalize it)")
         value = torch.as_tensor(stats[key][stat], dtype=torch.float32).clone()
+        if not torch.isfinite(value).all():
+            raise MissingStatsError(
+                f"dataset_stats['{key}']['{stat}'] is {value.tolist()}: statistics must be finite numbers (does the "
+                "dataset hold a NaN or inf in that column?)"
+            )
         if value.numel() != shape.numel():
             raise ValueError(
                 f"dataset_stats['{key}']['{stat}'] has shape {tuple(value.shape)}, expected {tuple(shape)} "

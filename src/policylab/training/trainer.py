@@ -322,7 +322,9 @@ def train(
             "its end (--policy.drop_n_last_frames): nothing to train on"
         )
     hyper = resolve_hyperparameters(config, policy_config, len(positions), ddp.world_size)
-    policy = PreTrainedPolicy.policy_class(policy_config)(policy_config, dataset_stats=meta.stats).to(device)
+    policy = PreTrainedPolicy.policy_class(policy_config)(policy_config, dataset_stats=dataset.stats).to(
+        device
+    )
     if checkpoint is None and config.init_from:
         initial_weights = weights_to_start_from(config.init_from, policy, ddp.is_main)
     if checkpoint is None and initial_weights is not None:
@@ -431,9 +433,10 @@ class TrainingLoop:
                 if step - start_step == 1:
                     first_step_done = time.monotonic()  # the first step warms caches up: time the ones after
                 elif step - start_step == 1 + TIMED_STEPS and step < total and self.ddp.is_main:
-                    progress.write(
-                        expected_duration(TIMED_STEPS, time.monotonic() - first_step_done, total - step)
+                    duration = expected_duration(
+                        TIMED_STEPS, time.monotonic() - first_step_done, total - step
                     )
+                    progress.write(duration, file=sys.stderr)
                 out_of_time = deadline is not None and self.agree(time.monotonic() > deadline)
                 if step % t.save_freq == 0 or step == total or out_of_time:
                     self.save(step)

@@ -218,6 +218,32 @@ def tune(parsed) -> None:
         print(f"written: {path.resolve()}")
 
 
+def parse_study(args: list[str]):
+    from policylab.study import StudyConfig
+
+    return parse_flags(StudyConfig, args, "policylab study"), args
+
+
+def study(parsed) -> None:
+    import shlex
+
+    from policylab.report.study import write_study_report
+    from policylab.study import run_study
+
+    config, args = parsed
+    try:
+        measurements = run_study(config)
+    except KeyboardInterrupt:
+        print(
+            f"\npolicylab study: interrupted; rerun the same command to resume it ({config.output_dir})",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
+    command = shlex.join(["policylab", "study", *args])
+    for path in write_study_report(measurements, Path(config.output_dir), command):
+        print(f"written: {path.resolve()}")
+
+
 def _list_flag(args: list[str], flag: str) -> list[str]:
     """`--policies A B C` (values separated by spaces, as shells expand globs) and `--policies=A` as
     `--policies=[A,B,C]`."""
@@ -270,6 +296,11 @@ COMMANDS = {
     ),
     "distill": Command(
         parse_distill, distill, "distill a trained Diffusion Policy into a 1-to-few-step consistency student"
+    ),
+    "study": Command(
+        parse_study,
+        study,
+        "ACT vs Diffusion on consistent and diverse demonstrations: every table cell measured",
     ),
     "tune": Command(
         parse_tune,

@@ -171,6 +171,7 @@ def test_bad_flags_fail_before_any_work_naming_the_flag(recorded_pusht, tmp_path
     )
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the writer computes statistics of the inf
 def test_broken_datasets_stop_with_one_line_naming_the_problem(tmp_path):
     nan = tmp_path / "nan"
     episode = synthetic_episode(12, seed=0)

@@ -113,7 +113,7 @@ def _map_cache(path: Path) -> np.ndarray:
     """Memory-map a cache file read-only; pre-fault it (MAP_POPULATE) when it fits easily in free memory.
 
     Random windows touch pages all over the file; faulting them in one by one during training costs more
-    than the gather itself (measured: 36k vs 88k samples/s for the gather alone).
+    than the gather itself (benchmarks/RESULTS.md, "Dataloader").
     """
     lazy = np.load(path, mmap_mode="r")
     free_bytes = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

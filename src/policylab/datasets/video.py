@@ -19,10 +19,9 @@ GOP_SIZE = 2
 CRF = 30
 PRESET = 8  # SVT-AV1 speed preset
 # SVT-AV1, when allowed to (as root, e.g. in a container or CI), raises its threads and the calling thread to
-# real-time priority (SCHED_FIFO 99). With more encoder threads than cores they can starve one another forever:
-# three processes encoding at once on a 2-core machine hung within two episodes. One encoder thread ("lp=1",
-# ~0.3 s for a 190-frame 96x96 episode, twice the multi-threaded time, byte-identical output) never hung in
-# 750 such encodes, and the calling thread is put back to normal scheduling afterwards.
+# real-time priority (SCHED_FIFO 99); with more encoder threads than cores they can starve one another for
+# good. One encoder thread ("lp=1", byte-identical output) cannot, and the calling thread is put back to
+# normal scheduling afterwards (docs/datasets.md).
 SVT_PARAMS = "lp=1"
 
 

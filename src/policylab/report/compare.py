@@ -33,6 +33,11 @@ from policylab.runs import Checkpoint, checked_output_dir, default_output_dir
 from policylab.utils.device import select_device
 
 BENCH_INFO = "bench_info.json"
+STUDY_LINE = (
+    "Every cell of the tutorial's ACT-vs-Diffusion table (both policies on consistent and on diverse "
+    "demonstrations with one budget, learning curves, multi-modality, memory, ease of tuning) is measured by "
+    "`policylab study --config_path=configs/study/pusht_cpu.json` (docs/study.md)."
+)
 
 
 @dataclass
@@ -191,6 +196,7 @@ def _notes(rows: list[dict], config: CompareConfig, device: str) -> list[str]:
         "in one call). chunk call ms: median of one full model call at batch 1 (for diffusion, per sampler).",
         "training: wall time of the training loop and optimizer steps, from the checkpoint. peak MB: weights "
         "plus the largest rise in memory during the batch-1 calls.",
+        f"This compares the checkpoints given. {STUDY_LINE}",
     ]
 
 

@@ -63,8 +63,7 @@ class _BatchGather(torch.utils.data.Dataset):
     """`dataset[list_of_indices]` -> one batch dict, gathered with one indexing operation per key.
 
     Camera frames stay uint8 until `scale_camera_frames` runs where the batch is used: a quarter of the bytes
-    to pass from worker processes (with 2 workers on 2 cores, 5.9-6.9k instead of 4.6-5.2k Diffusion windows/s)
-    and to copy to a GPU.
+    to pass from worker processes and to copy to a GPU.
     """
 
     def __init__(self, dataset: LeRobotDataset):

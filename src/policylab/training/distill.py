@@ -78,8 +78,7 @@ class DistillSettings:
     teacher_steps: at most this many teacher steps before the target network takes over (each target draws
         1..teacher_steps). 1 is LCM's single step between neighbouring levels; more lets the teacher solve
         more of the way, so targets lean less on the student's own estimates. Default: N, the whole way.
-    The defaults (with the training's lr 3e-4 and 200 warm-up steps) are the best recipe measured on PushT
-    (README, "Faster sampling").
+    The defaults, with the training's lr 3e-4 and 200 warm-up steps, are the recipe of docs/distillation.md.
     """
 
     original_inference_steps: int = 10
@@ -93,7 +92,7 @@ class DistillSettings:
 @dataclass
 class DistillTrainingConfig(TrainingConfig):
     """How to optimize the student, as for `policylab train`: by default 2,000 steps at batch 64, lr 3e-4 after
-    200 warm-up steps (the measured recipe); the Diffusion preset fills the unset ones."""
+    200 warm-up steps (docs/distillation.md); the Diffusion preset fills the unset ones."""
 
     steps: int | None = 2000
     batch_size: int = 64

@@ -171,7 +171,7 @@ def make_training_state(
         betas=hyper.betas,
         eps=hyper.eps,
         weight_decay=hyper.weight_decay,
-        # one kernel for all parameters: ~10 % off a Diffusion step on this CPU (benchmarks/levers.py)
+        # one kernel for all parameters instead of a loop over them (benchmarks/RESULTS.md, "Speed levers")
         fused=device.type in ("cuda", "cpu"),
     )
     name = "constant_with_warmup" if hyper.scheduler == "constant" else "cosine"

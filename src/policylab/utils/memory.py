@@ -3,10 +3,9 @@
 Every training batch allocates a few large buffers (a batch of 2x3x96x96 float images is 14 MB). glibc's
 malloc returns such blocks to the kernel when they are freed (mmap'd blocks, or a trimmed heap top), so
 the next batch faults every page back in. Where page faults are expensive (virtual machines) that costs
-more than the work: measured on this project's 2-core VM, Diffusion Policy windows through a DataLoader ran
-at 4.3-6.5k samples/s with glibc's defaults and 21-22k samples/s with freed memory kept for reuse (see
-benchmarks/RESULTS.md). `policylab` commands call `keep_freed_memory()` once at start; library users may
-call it themselves (it changes the whole process's allocator settings, so the library never does).
+more than the work (benchmarks/RESULTS.md, "Dataloader"). `policylab` commands call `keep_freed_memory()`
+once at start; library users may call it themselves (it changes the whole process's allocator settings, so
+the library never does).
 """
 
 from __future__ import annotations
@@ -56,6 +55,11 @@ class PeakMemory:
         elif _reset_peak_rss():
             self.kind, self._entry = "process_rss", _peak_rss_kb() / 1024
         return self
+
+    @property
+    def peak_mb(self) -> float | None:
+        """The peak itself: memory in use at entry plus the rise, in MB."""
+        return None if self.megabytes is None else self._entry + self.megabytes
 
     def __exit__(self, *exc) -> None:
         import torch

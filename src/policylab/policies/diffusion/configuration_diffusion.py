@@ -38,7 +38,7 @@ class DiffusionConfig(PreTrainedConfig):
         about 40 % cheaper: a small network for a fast consistency student.
     n_mid_res_blocks: residual blocks in the UNet's middle, 0 or more (default: n_res_blocks). At batch 1 on a
         CPU each costs about as much as any other block (~0.3 ms on the CPU preset): a fast consistency
-        student drops them (`policylab train --init_from=TEACHER --policy.n_mid_res_blocks=0`, README).
+        student drops them (`policylab train --init_from=TEACHER --policy.n_mid_res_blocks=0`, docs/distillation.md).
     kernel_size: 1-D convolution kernel size in the UNet.
     n_groups: group-norm groups in the UNet.
     diffusion_step_embed_dim: size of the diffusion-step embedding.
@@ -56,8 +56,7 @@ class DiffusionConfig(PreTrainedConfig):
     timestep_spacing: DDPM and DDIM with fewer inference than training steps: which training steps they visit.
         linspace: evenly from the last (pure noise) to 0 (DDIM-10: 99, 88, ..., 0); leading, the default of
         diffusers and LeRobot: from 0 up, which starts 10 % early (90, 80, ..., 0) from a sample the network
-        was trained to see at 99; trailing: from 99 down, ending at 9. LCM has its own steps. On the PushT
-        keypoint preset linspace lifted DDIM-10 from 52 % to 70 % success (benchmarks/RESULTS.md).
+        was trained to see at 99; trailing: from 99 down, ending at 9. LCM has its own steps.
     original_inference_steps: LCM only: the teacher's discretisation the student was distilled on, in steps
         (num_train_timesteps / skip); LCM samples from these time steps.
     do_mask_loss_for_padding: leave actions past the episode's end out of the loss.

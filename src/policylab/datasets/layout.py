@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from policylab.constants import EPISODE_INDEX, FRAME_INDEX, INDEX, TASK_INDEX, TIMESTAMP
 from policylab.datasets.errors import DatasetError
 from policylab.datasets.stats import Stats, stats_from_json, stats_to_json
+from policylab.utils.files import write_atomic
 
 CODEBASE_VERSIONS = ("v3.0", "v2.1")
 CHUNKS_SIZE = 1000
@@ -81,18 +82,6 @@ def default_data_home() -> Path:
 
 
 # -- small atomic file helpers --------------------------------------------------------------------------
-
-
-def write_atomic(path: Path, write) -> None:
-    """Call write(tmp_path), then rename over `path`: readers see the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=4) + "\n"))
 
 
 def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:

@@ -27,14 +27,13 @@ from policylab.datasets.layout import (
     read_info,
     read_tasks,
     update_totals,
-    write_atomic,
     write_episodes,
-    write_json_atomic,
     write_tasks,
 )
 from policylab.datasets.parquet import columns_to_table
 from policylab.datasets.stats import aggregate_stats, compute_episode_stats, stats_to_json
 from policylab.datasets.video import encode_video, video_info
+from policylab.utils.files import write_atomic, write_json
 from policylab.utils.interrupts import deferred_interrupts
 
 
@@ -179,8 +178,8 @@ class LeRobotDatasetWriter:
     def _commit_metadata(self) -> None:
         write_episodes(self.root, self.info, self.episodes)
         write_tasks(self.root, self.info, self.tasks)
-        write_json_atomic(
-            self.root / STATS_PATH, stats_to_json(aggregate_stats([e.stats for e in self.episodes]))
+        write_json(
+            self.root / STATS_PATH, stats_to_json(aggregate_stats([e.stats for e in self.episodes])), indent=4
         )
         self.info = update_totals(self.info, self.episodes, self.tasks)
-        write_json_atomic(self.root / INFO_PATH, self.info)
+        write_json(self.root / INFO_PATH, self.info, indent=4)

@@ -34,7 +34,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from policylab.constants import HELD_OUT_SEED
 from policylab.datasets import DatasetConfig, LeRobotDataset, LeRobotDatasetMetadata
-from policylab.evaluation.evaluate import write_json
 from policylab.evaluation.sweep import (
     SPEED_QUALITY,
     SweepSettings,
@@ -45,6 +44,7 @@ from policylab.evaluation.sweep import (
 from policylab.policies import PreTrainedConfig, PreTrainedPolicy
 from policylab.runs import Checkpoint, PolicyPathConfig, checked_output_dir, default_output_dir
 from policylab.utils.device import select_device
+from policylab.utils.files import write_json
 from policylab.utils.memory import PeakMemory
 
 SAMPLER_TYPES = ("DDPM", "DDIM", "LCM")

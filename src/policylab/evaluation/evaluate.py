@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,6 +9,7 @@ from policylab.evaluation.configs import EvalConfig
 from policylab.evaluation.rollout import evaluate_policy
 from policylab.runs import Checkpoint, checked_output_dir, default_output_dir
 from policylab.utils.device import select_device
+from policylab.utils.files import write_json
 
 EVAL_INFO = "eval_info.json"
 AGGREGATED_KEYS = (
@@ -72,15 +71,6 @@ def evaluate_checkpoint(
     }
     write_json(output_dir / EVAL_INFO, info)
     return info
-
-
-def write_json(path: Path, data: dict) -> Path:
-    """Write `data` as indented JSON atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
 
 
 def format_eval(info: dict) -> str:

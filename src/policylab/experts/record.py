@@ -22,13 +22,14 @@ from tqdm.auto import tqdm
 
 from policylab.constants import ACTION, DONE, OBS_IMAGE, REWARD, SUCCESS
 from policylab.datasets.errors import DatasetError
-from policylab.datasets.layout import CODEBASE_VERSIONS, default_data_home, read_json, write_json_atomic
+from policylab.datasets.layout import CODEBASE_VERSIONS, default_data_home, read_json
 from policylab.datasets.writer import LeRobotDatasetWriter
 from policylab.envs import make_env
 from policylab.envs.configs import EnvConfig, PushTEnvConfig
 from policylab.envs.pusht import OBS_TYPES
 from policylab.errors import ConfigError
 from policylab.experts.pusht import PushTExpert, PushTExpertConfig
+from policylab.utils.files import write_json
 from policylab.utils.interrupts import deferred_interrupts
 
 RECORDING_LOG = "meta/recording.json"
@@ -220,7 +221,7 @@ class RecordingLog:
 
     def save(self) -> None:
         succeeded = [a for a in self.attempts if a["success"]]
-        write_json_atomic(
+        write_json(
             self.path,
             {
                 **self._settings(self.config),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from policylab.envs import EnvConfig, PushTEnvConfig
 from policylab.errors import ConfigError
 from policylab.evaluation.benchmark import BenchSettings, benchmark_policy, format_table
 from policylab.evaluation.configs import EvalConfig, EvalSettings
-from policylab.evaluation.evaluate import EVAL_INFO, eval_settings, evaluate_checkpoint, write_json
+from policylab.evaluation.evaluate import EVAL_INFO, eval_settings, evaluate_checkpoint
 from policylab.report.plots import (
     open_with_policy_windows,
     plot_training_curves,
@@ -31,6 +30,7 @@ from policylab.report.plots import (
 )
 from policylab.runs import Checkpoint, checked_output_dir, default_output_dir
 from policylab.utils.device import select_device
+from policylab.utils.files import saved_with, write_json
 
 BENCH_INFO = "bench_info.json"
 STUDY_LINE = (
@@ -97,7 +97,7 @@ def measure_policy(name: str, checkpoint: Checkpoint, folder: Path, config: Comp
     """Evaluation, benchmark, plots and training facts of one policy (files in `folder`)."""
     policy = checkpoint.load(device)
     as_eval = EvalConfig(env=config.env, eval=config.eval, seed=config.seed)
-    eval_info = _reuse(folder / EVAL_INFO, eval_settings(checkpoint, {}, as_eval, device))
+    eval_info = saved_with(folder / EVAL_INFO, eval_settings(checkpoint, {}, as_eval, device))
     if eval_info is None:
         eval_info = evaluate_checkpoint(policy, checkpoint, {}, as_eval, device, folder)
     dataset_root = checkpoint.dataset_root(config.dataset, "compare")
@@ -107,7 +107,7 @@ def measure_policy(name: str, checkpoint: Checkpoint, folder: Path, config: Comp
         "device": str(device),
         **asdict(config.bench),
     }
-    bench_info = _reuse(folder / BENCH_INFO, bench_settings)
+    bench_info = saved_with(folder / BENCH_INFO, bench_settings)
     if bench_info is None:
         bench_info = benchmark_policy(checkpoint, {}, dataset_root, config.bench, device, config.seed)
         bench_info["settings"] = bench_settings
@@ -127,17 +127,6 @@ def measure_policy(name: str, checkpoint: Checkpoint, folder: Path, config: Comp
         "training": checkpoint.training_facts(),
         "plots": plots,
     }
-
-
-def _reuse(path: Path, settings: dict) -> dict | None:
-    """The JSON at `path` if it was measured with exactly `settings`."""
-    if not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return saved if saved.get("settings") == json.loads(json.dumps(settings)) else None
 
 
 COLUMNS = (

@@ -10,8 +10,10 @@ DEMO ?= outputs/demo
 PRESETS := configs/train
 # --resume=true where an earlier `make demo` left a checkpoint: an interrupted run continues, a finished one is kept
 resume = $(if $(wildcard $(1)/checkpoints/last),--resume=true)
+# true where mixed precision pays (a GPU, or a CPU with native bfloat16), evaluated after the install
+AMP = $(shell $(BIN)/python -c "import torch; from policylab.utils.device import cpu_has_native_bfloat16 as native; print(str(torch.cuda.is_available() or native()).lower())")
 
-.PHONY: install demo tune test lint clean
+.PHONY: install demo study tune test lint clean
 
 $(BIN)/policylab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,14 +23,21 @@ $(BIN)/policylab: pyproject.toml
 
 install: $(BIN)/policylab
 
-# Every stage keeps what an earlier run finished: rerunning `make demo` resumes where it stopped.
+# Every stage keeps what an earlier run finished: rerunning `make demo` resumes where it stopped. The demonstrations
+# are the deterministic expert's (--expert.diversity=0: one push per situation), keypoints only; ACT trains in
+# bfloat16 mixed precision where the CPU (AVX512-BF16, AMX) or GPU computes it natively, else in float32.
 demo: install
-	$(BIN)/policylab record --dataset.root=$(DEMO)/pusht --dataset.num_episodes=200 --seed=0
+	$(BIN)/policylab record --env.obs_type=environment_state_agent_pos --expert.diversity=0 \
+		--dataset.root=$(DEMO)/pusht --dataset.num_episodes=800 --seed=0
 	$(BIN)/policylab train --config_path=$(PRESETS)/act_pusht_keypoints_cpu.json --dataset.root=$(DEMO)/pusht \
-		--output_dir=$(DEMO)/act $(call resume,$(DEMO)/act)
+		--training.amp=$(AMP) --output_dir=$(DEMO)/act $(call resume,$(DEMO)/act)
 	$(BIN)/policylab train --config_path=$(PRESETS)/diffusion_pusht_keypoints_cpu.json --dataset.root=$(DEMO)/pusht \
 		--output_dir=$(DEMO)/diffusion $(call resume,$(DEMO)/diffusion)
 	$(BIN)/policylab compare --policies $(DEMO)/act $(DEMO)/diffusion --output_dir=$(DEMO)/report
+
+# The ACT-vs-Diffusion study (docs/study.md): ~2.5 hours on a 2-core CPU; rerunning resumes it.
+study: install
+	$(BIN)/policylab study --config_path=configs/study/pusht_cpu.json
 
 # The built-in small CPU study (<= 20 min here): the Diffusion keypoint preset shortened to 1000 steps, 8 trials
 # over learning rate and prediction type, 2 workers, scored on max coverage (a finer signal than success after

@@ -265,6 +265,8 @@ def write_study_report(m: dict, folder: Path, command: str) -> list[Path]:
     budget = (
         f"{minutes:g} training minutes per run (steps: {steps})" if minutes else f"steps per run: {steps}"
     )
+    amp = [NAMES[p] for p, on in m.get("mixed_precision", {}).items() if on]
+    budget += f"; {', '.join(amp)} in bfloat16 mixed precision, the rest float32" if amp else "; float32"
     header = (f"Measured on {m['machine']} ({m['device']}), {budget}, datasets of "
               f"{next(iter(m['datasets'].values()))['episodes']} episodes. Reproduce: `{command}`")  # fmt: skip
     md = ["# ACT vs Diffusion Policy, measured", "", header, "",

@@ -38,7 +38,7 @@ from policylab.training import TrainConfig
 from policylab.training import train as run_training
 from policylab.tuning import TuneConfig, run_tune
 from policylab.tuning.configs import TuneEvalSettings, TuneSettings
-from policylab.utils.device import select_device
+from policylab.utils.device import cpu_has_native_bfloat16, select_device
 from policylab.utils.files import saved_with, write_json
 from policylab.utils.memory import PeakMemory
 
@@ -89,6 +89,9 @@ def run_study(config: StudyConfig) -> dict:
             "minutes_per_run": None if config.study.steps_per_run else config.study.minutes_per_run,
             "steps": steps,
         },  # fmt: skip
+        "mixed_precision": {
+            p: "--training.amp=true" in train_flags(config, p, Path(), Path()) for p in config.study.policies
+        },
         "datasets": {kind: describe_dataset(root) for kind, root in datasets.items()},
         "runs": {cell.name: {**dataclasses.asdict(cell), **runs[cell]["facts"]} for cell in cells},
         "curves": curves,
@@ -136,8 +139,13 @@ def describe_dataset(root: Path) -> dict:
 
 
 def train_flags(config: StudyConfig, policy: str, dataset: Path, output_dir: Path, *extra: str) -> list[str]:
-    return [f"--config_path={config.study.preset(policy)}", f"--dataset.root={dataset}",
-            f"--output_dir={output_dir}", f"--device={select_device(config.device).type}", *extra]  # fmt: skip
+    amp = policy in config.study.amp and mixed_precision_pays(select_device(config.device))
+    return [f"--config_path={config.study.preset(policy)}", f"--dataset.root={dataset}", f"--output_dir={output_dir}",
+            f"--device={select_device(config.device).type}", f"--training.amp={str(amp).lower()}", *extra]  # fmt: skip
+
+
+def mixed_precision_pays(device) -> bool:
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bfloat16())
 
 
 def run_length(config: StudyConfig, policy: str, datasets: dict[str, Path], out: Path) -> int:
@@ -145,11 +153,7 @@ def run_length(config: StudyConfig, policy: str, datasets: dict[str, Path], out:
     if config.study.steps_per_run is not None:
         return config.study.steps_per_run
     path = out / "measurements" / f"calibration_{policy}.json"
-    settings = {
-        "preset": config.study.preset(policy),
-        "device": str(config.device),
-        "steps": CALIBRATION_STEPS,
-    }
+    settings = {"flags": train_flags(config, policy, Path(), Path()), "steps": CALIBRATION_STEPS}
     saved = saved_with(path, settings)
     if saved is None:
         run_dir = out / "calibration" / policy
@@ -171,7 +175,7 @@ def train_cell(config: StudyConfig, cell: Cell, steps: int, datasets: dict[str, 
     """Train one cell (resuming it; a finished run is kept); returns its folder and facts."""
     run_dir = out / "runs" / cell.name
     facts_path = out / "measurements" / "runs" / f"{cell.name}.json"
-    settings = {"steps": steps, "preset": config.study.preset(cell.policy), "seed": cell.seed}
+    settings = {"steps": steps, "flags": train_flags(config, cell.policy, Path(), Path()), "seed": cell.seed}
     saved = saved_with(facts_path, settings)
     if saved is None:
         flags = train_flags(config, cell.policy, datasets[cell.demonstrations], run_dir,

@@ -102,7 +102,9 @@ def parse_eval(args: list[str]):
     from policylab.runs import split_policy_overrides
 
     overrides, args = split_policy_overrides(args)
-    return parse_flags(EvalConfig, args, "policylab eval"), overrides
+    config = parse_flags(EvalConfig, args, "policylab eval")
+    offline = config.dataset.given and not any(a.startswith("--env.") for a in args)  # no simulator named
+    return config, overrides, offline
 
 
 def eval(parsed) -> None:  # noqa: A001 (the command's name)
@@ -142,13 +144,16 @@ def plot(parsed) -> None:
 def parse_compare(args: list[str]):
     from policylab.report.compare import CompareConfig
 
-    return parse_flags(CompareConfig, _list_flag(args, "--policies"), "policylab compare")
+    config = parse_flags(CompareConfig, _list_flag(args, "--policies"), "policylab compare")
+    return config, config.dataset.given and not any(
+        a.startswith("--env.") for a in args
+    )  # offline: no simulator
 
 
-def compare(config) -> None:
+def compare(parsed) -> None:
     from policylab.report.compare import run_compare
 
-    run_compare(config)
+    run_compare(*parsed)
 
 
 def parse_distill(args: list[str]):

@@ -32,3 +32,5 @@ PRETRAINED_MODEL_DIR = "pretrained_model"
 TRAINING_STATE_DIR = "training_state"
 TRAIN_CONFIG = "train_config.json"
 METRICS_FILE = "metrics.jsonl"
+SPLIT_FILE = "split.json"  # the episodes a run trained on and held out
+BEST_CHECKPOINT = "best"  # OUT/checkpoints/best: the checkpoint with the lowest validation action error

@@ -24,7 +24,7 @@ from pathlib import Path
 import draccus
 from draccus.utils import DecodingError, ParsingError
 
-from policylab.constants import TRAIN_CONFIG, TRAINING_STATE_DIR
+from policylab.constants import SPLIT_FILE, TRAIN_CONFIG, TRAINING_STATE_DIR
 from policylab.datasets import DatasetConfig
 from policylab.errors import ConfigError, PolicylabError, did_you_mean
 from policylab.policies import PreTrainedConfig, PreTrainedPolicy
@@ -84,6 +84,11 @@ class Checkpoint:
     def changes(self, overrides: list[str]) -> dict:
         """The config fields that `--policy.<field>=value` flags change, decoded with the field types."""
         return parse_overrides(self.config, overrides, self.folder)
+
+    def split(self) -> dict | None:
+        """The run's split.json: the dataset, and the episodes it trained on and held out (None: not recorded)."""
+        path = None if self.run is None else self.run / SPLIT_FILE
+        return json.loads(path.read_text()) if path is not None and path.is_file() else None
 
     def train_config(self) -> dict | None:
         return None if self.run is None else json.loads((self.run / TRAIN_CONFIG).read_text())

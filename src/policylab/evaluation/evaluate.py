@@ -1,11 +1,15 @@
-"""`policylab eval`: load a checkpoint, roll it out, print the metrics and write `eval_info.json`."""
+"""`policylab eval`: load a checkpoint, roll it out (or measure it offline), print the metrics and write
+`eval_info.json`."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from policylab.datasets import DatasetConfig, LeRobotDatasetMetadata
 from policylab.evaluation.configs import EvalConfig
+from policylab.evaluation.offline import evaluate_offline
 from policylab.evaluation.rollout import evaluate_policy
 from policylab.runs import Checkpoint, checked_output_dir, default_output_dir
 from policylab.utils.device import select_device
@@ -18,15 +22,20 @@ AGGREGATED_KEYS = (
 )  # fmt: skip
 
 
-def run_eval(config: EvalConfig, overrides: list[str]) -> Path:
-    """Evaluate the checkpoint of `config.policy.path` (with `--policy.*` overrides); returns eval_info.json."""
+def run_eval(config: EvalConfig, overrides: list[str], offline: bool = False) -> Path:
+    """Evaluate the checkpoint of `config.policy.path` (with `--policy.*` overrides) in the simulator, or
+    `offline` against held-out demonstrations of `config.dataset`; returns eval_info.json."""
     device = select_device(config.device)
     checkpoint = Checkpoint.resolve(config.policy.path)
     changes = checkpoint.changes(overrides)
     output_dir = checked_output_dir(config.output_dir or default_output_dir("eval", checkpoint.config.type))
-    info = evaluate_checkpoint(
-        checkpoint.load(device, **changes), checkpoint, changes, config, device, output_dir
-    )
+    policy = checkpoint.load(device, **changes)
+    if offline:
+        info = evaluate_checkpoint_offline(policy, checkpoint, changes, config, device, output_dir)
+        print(format_offline(info))
+        print(f"eval_info.json written to {(output_dir / EVAL_INFO).resolve()}")
+        return output_dir / EVAL_INFO
+    info = evaluate_checkpoint(policy, checkpoint, changes, config, device, output_dir)
     print(format_eval(info))
     for video in info["video_paths"]:
         print(f"video: {video}")
@@ -71,6 +80,76 @@ def evaluate_checkpoint(
     }
     write_json(output_dir / EVAL_INFO, info)
     return info
+
+
+def held_out_episodes(checkpoint: Checkpoint, root: Path, dataset: DatasetConfig) -> tuple[list[int], str]:
+    """The episodes to measure offline, and where they come from: --dataset.episodes, else the episodes the
+    policy's training run held out of this dataset, else every episode (with a note that none was held out)."""
+    if dataset.episodes:
+        return sorted(dataset.episodes), "--dataset.episodes"
+    split = checkpoint.split()
+    if split and split["val_episodes"] and Path(split["dataset"]).resolve() == root.resolve():
+        return split["val_episodes"], "held out by the training run"
+    episodes = [e.episode_index for e in LeRobotDatasetMetadata(root).episodes]
+    print(
+        f"policylab eval: none of the {len(episodes)} episodes of {root} was held out when this policy trained "
+        "(train with --dataset.val_fraction=0.1 to hold some out); measuring on all of them",
+        file=sys.stderr,
+    )
+    return episodes, "all episodes (none held out)"
+
+
+def offline_settings(checkpoint: Checkpoint, changes: dict, config: EvalConfig, device) -> dict:
+    """What an offline evaluation measures: the checkpoint, the dataset and its held-out episodes."""
+    root = checkpoint.dataset_root(config.dataset, "eval")
+    episodes, source = held_out_episodes(checkpoint, root, config.dataset)
+    return {"checkpoint": str(checkpoint.folder.resolve()), "overrides": changes, "dataset": str(root),
+            "episodes": episodes, "source": source, "device": str(device), "frame_stride": config.eval.frame_stride}  # fmt: skip
+
+
+def evaluate_checkpoint_offline(
+    policy, checkpoint: Checkpoint, changes: dict, config: EvalConfig, device, output_dir: Path
+) -> dict:
+    """Measure `policy` against the held-out episodes of `config.dataset` (or its run's); writes eval_info.json."""
+    settings = offline_settings(checkpoint, changes, config, device)
+    results = evaluate_offline(
+        policy, Path(settings["dataset"]), settings["episodes"], config.eval.frame_stride
+    )
+    info = {
+        "mode": "offline",
+        **results,
+        "episodes": {
+            "indices": settings["episodes"],
+            "source": settings["source"],
+            "dataset": settings["dataset"],
+        },
+        "policy": {"path": checkpoint.path, "overrides": changes, "config": policy.config.to_dict()},
+        "settings": settings,
+    }
+    write_json(output_dir / EVAL_INFO, info)
+    return info
+
+
+def format_offline(info: dict) -> str:
+    """The offline metrics: overall figures, then one row per action dimension."""
+    a = info["aggregated"]
+    title = (f"{info['policy']['config']['type']} policy from {info['policy']['path']}, offline on {a['n_episodes']} "
+             f"episodes ({a['n_frames']} frames, {info['episodes']['source']}) of {info['episodes']['dataset']}")  # fmt: skip
+    rows = [
+        ("action chunk L1 / MSE (dataset units)", f"{a['action_l1']:.4g} / {a['action_mse']:.4g}"),
+        ("replayed actions L1", f"{a['replay_l1']:.4g}"),
+        ("jerk predicted / demonstrated", f"{a['jerk_predicted']:.4g} / {a['jerk_demonstrated']:.4g}"),
+        ("gripper agreement", "n/a (no gripper dimension)" if a["gripper_agreement"] is None else f"{100 * a['gripper_agreement']:.1f} %"),
+        ("policy inference per step (ms)", f"{a['inference_ms_per_step']:.2f}"),
+    ]  # fmt: skip
+    rows += [
+        (f"  {name}: L1 chunk / replay", f"{l1:.4g} / {replay:.4g}")
+        for name, l1, replay in zip(
+            a["action_names"], a["action_l1_per_dim"], a["replay_l1_per_dim"], strict=True
+        )
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join([title, *(f"  {name:<{width}}  {value}" for name, value in rows)])
 
 
 def format_eval(info: dict) -> str:

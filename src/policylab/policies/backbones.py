@@ -72,6 +72,16 @@ def _pretrained_weights(name: str, weights_name: str, without_weights_flag: str)
     return weights
 
 
+def resize_images(images: torch.Tensor, shape: list[int] | None) -> torch.Tensor:
+    """(N, C, H, W) images -> (N, C, *shape), bilinear with antialiasing (what a camera's downscaler does);
+    unchanged when `shape` is None or already theirs."""
+    if shape is None or list(images.shape[-2:]) == list(shape):
+        return images
+    return torch.nn.functional.interpolate(
+        images, size=tuple(shape), mode="bilinear", antialias=True, align_corners=False
+    )
+
+
 def group_norm_layer(channels: int) -> nn.GroupNorm:
     """GroupNorm with 16 channels per group, what Diffusion Policy uses in place of batch norm."""
     return nn.GroupNorm(num_groups=channels // 16, num_channels=channels)

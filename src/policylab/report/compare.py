@@ -22,10 +22,17 @@ from policylab.envs import EnvConfig, PushTEnvConfig
 from policylab.errors import ConfigError
 from policylab.evaluation.benchmark import BenchSettings, benchmark_policy, format_table
 from policylab.evaluation.configs import EvalConfig, EvalSettings
-from policylab.evaluation.evaluate import EVAL_INFO, eval_settings, evaluate_checkpoint
+from policylab.evaluation.evaluate import (
+    EVAL_INFO,
+    eval_settings,
+    evaluate_checkpoint,
+    evaluate_checkpoint_offline,
+    offline_settings,
+)
 from policylab.report.plots import (
     open_with_policy_windows,
     plot_training_curves,
+    plot_trajectories,
     visualize_action_predictions,
 )
 from policylab.runs import Checkpoint, checked_output_dir, default_output_dir
@@ -73,7 +80,7 @@ def policy_names(checkpoints: list[Checkpoint]) -> list[str]:
     return names
 
 
-def run_compare(config: CompareConfig) -> Path:
+def run_compare(config: CompareConfig, offline: bool = False) -> Path:
     """Measure every policy (reusing what is already measured), write and print the report; returns report.md."""
     if len(config.policies) < 1:
         raise ConfigError(
@@ -86,20 +93,25 @@ def run_compare(config: CompareConfig) -> Path:
     rows = []
     for name, checkpoint in zip(policy_names(checkpoints), checkpoints, strict=True):
         print(f"== {name} ({checkpoint.path})")
-        rows.append(measure_policy(name, checkpoint, output_dir / name, config, device))
+        rows.append(measure_policy(name, checkpoint, output_dir / name, config, device, offline))
     report = write_report(rows, config, output_dir, str(device))
     print(format_comparison(rows))
     print(f"report written to {report.resolve()} and {report.with_suffix('.html').resolve()}")
     return report
 
 
-def measure_policy(name: str, checkpoint: Checkpoint, folder: Path, config: CompareConfig, device) -> dict:
-    """Evaluation, benchmark, plots and training facts of one policy (files in `folder`)."""
+def measure_policy(
+    name: str, checkpoint: Checkpoint, folder: Path, config: CompareConfig, device, offline: bool
+) -> dict:
+    """Evaluation (in the simulator, or offline on held-out episodes), benchmark, plots and training facts of one
+    policy (files in `folder`)."""
     policy = checkpoint.load(device)
-    as_eval = EvalConfig(env=config.env, eval=config.eval, seed=config.seed)
-    eval_info = saved_with(folder / EVAL_INFO, eval_settings(checkpoint, {}, as_eval, device))
+    as_eval = EvalConfig(dataset=config.dataset, env=config.env, eval=config.eval, seed=config.seed)
+    settings = offline_settings if offline else eval_settings
+    eval_info = saved_with(folder / EVAL_INFO, settings(checkpoint, {}, as_eval, device))
     if eval_info is None:
-        eval_info = evaluate_checkpoint(policy, checkpoint, {}, as_eval, device, folder)
+        evaluate = evaluate_checkpoint_offline if offline else evaluate_checkpoint
+        eval_info = evaluate(policy, checkpoint, {}, as_eval, device, folder)
     dataset_root = checkpoint.dataset_root(config.dataset, "compare")
     bench_settings = {
         "checkpoint": str(checkpoint.folder.resolve()),
@@ -116,6 +128,12 @@ def measure_policy(name: str, checkpoint: Checkpoint, folder: Path, config: Comp
     if not plots["policy_comparison"].is_file():
         dataset = open_with_policy_windows(policy, dataset_root)
         visualize_action_predictions(policy, dataset, path=plots["policy_comparison"])
+    if offline:
+        plots["trajectories"] = folder / "trajectories.png"
+        if not plots["trajectories"].is_file():
+            plot_trajectories(
+                policy, dataset_root, eval_info["episodes"]["indices"][:2], plots["trajectories"]
+            )
     if checkpoint.run is not None and (checkpoint.run / METRICS_FILE).is_file():
         plots["training_curves"] = plot_training_curves(checkpoint.run, folder / "training_curves.png")
     return {
@@ -135,16 +153,49 @@ COLUMNS = (
 )  # fmt: skip
 
 
+OFFLINE_COLUMNS = (
+    "policy", "action L1 (chunks)", "action MSE", "replayed L1", "gripper agreement", "jerk policy / demos",
+    "eval ms/step", "chunk call ms (batch 1)", "training", "steps", "params", "peak MB",
+)  # fmt: skip
+
+
+def columns(rows: list[dict]) -> tuple[str, ...]:
+    return OFFLINE_COLUMNS if rows and rows[0]["eval"].get("mode") == "offline" else COLUMNS
+
+
+def common_cells(row: dict) -> tuple[str, ...]:
+    """The table's last columns, the same offline and in simulation: latency, training, size, memory."""
+    bench, training = row["bench"], row["training"]
+    chunk = " / ".join(f"{name} {r['chunk_call_ms']['p50']:.1f}" for name, r in bench["variants"].items())
+    memory = [r["peak_memory_mb"] for r in bench["variants"].values() if r["peak_memory_mb"] is not None]
+    seconds = training["train_seconds"]
+    return (
+        chunk.replace("as trained ", ""),
+        "n/a" if seconds is None else f"{seconds / 60:.1f} min",
+        "n/a" if training["steps"] is None else str(training["steps"]),
+        f"{bench['parameters'] / 1e6:.2f} M",
+        f"{max(memory):.0f}" if memory else "n/a",
+    )
+
+
+def offline_row(row: dict) -> tuple[str, ...]:
+    a = row["eval"]["aggregated"]
+    gripper = "n/a" if a["gripper_agreement"] is None else f"{100 * a['gripper_agreement']:.0f}%"
+    return (
+        f"{row['name']} ({row['type']})", f"{a['action_l1']:.4g}", f"{a['action_mse']:.4g}", f"{a['replay_l1']:.4g}",
+        gripper, f"{a['jerk_predicted']:.3g} / {a['jerk_demonstrated']:.3g}", f"{a['inference_ms_per_step']:.1f}",
+        *common_cells(row),
+    )  # fmt: skip
+
+
 def table_rows(rows: list[dict]) -> list[tuple[str, ...]]:
     """One row of the comparison table per measured policy."""
+    if columns(rows) is OFFLINE_COLUMNS:
+        return [offline_row(row) for row in rows]
     out = []
     for row in rows:
-        a, bench, training = row["eval"]["aggregated"], row["bench"], row["training"]
+        a = row["eval"]["aggregated"]
         low, high = a["success_rate_ci95"]
-        chunk = " / ".join(f"{name} {r['chunk_call_ms']['p50']:.1f}" for name, r in bench["variants"].items())
-        chunk = chunk.replace("as trained ", "")
-        memory = [r["peak_memory_mb"] for r in bench["variants"].values() if r["peak_memory_mb"] is not None]
-        seconds = training["train_seconds"]
         out.append((
             f"{row['name']} ({row['type']})",
             f"{100 * a['success_rate']:.0f}% ({100 * low:.0f}-{100 * high:.0f})",
@@ -153,28 +204,43 @@ def table_rows(rows: list[dict]) -> list[tuple[str, ...]]:
             f"{a['avg_max_reward']:.2f}",
             f"{a['path_efficiency']:.2f}",
             f"{a['inference_ms_per_step']:.1f}",
-            chunk,
-            "n/a" if seconds is None else f"{seconds / 60:.1f} min",
-            "n/a" if training["steps"] is None else str(training["steps"]),
-            f"{bench['parameters'] / 1e6:.2f} M",
-            f"{max(memory):.0f}" if memory else "n/a",
+            *common_cells(row),
         ))  # fmt: skip
     return out
 
 
 def format_comparison(rows: list[dict]) -> str:
-    return format_table(COLUMNS, table_rows(rows))
+    return format_table(columns(rows), table_rows(rows))
 
 
 def _markdown_table(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    header = columns(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(rows)]
     return "\n".join(lines)
 
 
 def _notes(rows: list[dict], config: CompareConfig, device: str) -> list[str]:
-    n, seed = config.eval.n_episodes, config.seed
     device_name = rows[0]["bench"]["device_name"]
+    common = [
+        "chunk call ms: median of one full model call at batch 1 (for diffusion, per sampler).",
+        "training: wall time of the training loop and optimizer steps, from the checkpoint. peak MB: weights "
+        "plus the largest rise in memory during the batch-1 calls.",
+    ]
+    if columns(rows) is OFFLINE_COLUMNS:
+        episodes = rows[0]["eval"]["episodes"]
+        return [
+            f"Offline, no simulator: each policy against the demonstrations of {len(episodes['indices'])} episodes "
+            f"({episodes['source']}) of {episodes['dataset']}, in the dataset's units, on {device} ({device_name}).",
+            "action L1 / MSE (chunks): the predicted chunk at each frame against the demonstrated actions that follow "
+            "(past the episode end left out). replayed L1: the actions select_action executes when fed the "
+            "episode's observations one frame at a time (open loop) against the demonstrated ones.",
+            "gripper agreement: steps where executed and demonstrated gripper commands are on the same side of the "
+            "gripper's mid range. jerk: mean |third difference| x fps^3 of the executed and demonstrated actions.",
+            "eval ms/step: policy time per select_action call at batch 1 during the replay.",
+            *common,
+        ]
+    n, seed = config.eval.n_episodes, config.seed
     return [
         f"Each policy: {n} episodes of {config.env.type} from seeds {seed}-{seed + n - 1} (the same for every "
         f"policy), {config.eval.batch_size} environments per batch, on {device} ({device_name}).",
@@ -182,9 +248,8 @@ def _notes(rows: list[dict], config: CompareConfig, device: str) -> list[str]:
         "avg reward: mean sum of per-step rewards; max coverage: mean of each episode's best reward (the Diffusion "
         "Policy paper's score); path efficiency: block displacement / block path length.",
         "eval ms/step: policy time per control step during the batched rollouts (all environments of a batch "
-        "in one call). chunk call ms: median of one full model call at batch 1 (for diffusion, per sampler).",
-        "training: wall time of the training loop and optimizer steps, from the checkpoint. peak MB: weights "
-        "plus the largest rise in memory during the batch-1 calls.",
+        "in one call).",
+        *common,
         f"This compares the checkpoints given. {STUDY_LINE}",
     ]
 
@@ -216,7 +281,7 @@ def _html(rows: list[dict], notes: list[str], output_dir: Path) -> str:
     def cell(tag: str, text: str) -> str:
         return f"<{tag}>{html.escape(text)}</{tag}>"
 
-    table = "<tr>" + "".join(cell("th", c) for c in COLUMNS) + "</tr>"
+    table = "<tr>" + "".join(cell("th", c) for c in columns(rows)) + "</tr>"
     table += "".join("<tr>" + "".join(cell("td", c) for c in r) + "</tr>" for r in table_rows(rows))
     body = [f"<h1>Policy comparison</h1><table>{table}</table><ul>"]
     body += [cell("li", note) for note in notes] + ["</ul>"]

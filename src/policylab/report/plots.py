@@ -18,12 +18,15 @@ from matplotlib.figure import Figure
 from policylab.constants import ACTION, METRICS_FILE, OBS_ENV_STATE, OBS_STATE, PAD_SUFFIX
 from policylab.datasets import DatasetConfig, LeRobotDataset, LeRobotDatasetMetadata
 from policylab.envs.pusht import WORKSPACE_SIZE
+from policylab.evaluation.evaluate import held_out_episodes
+from policylab.evaluation.offline import action_names, replay_episode
 from policylab.runs import Checkpoint, PolicyPathConfig, checked_output_dir, default_output_dir
 from policylab.utils.device import select_device
 
 DPI = 100
 COLUMN_INCHES, ROW_INCHES = 3.2, 3.2
 CURVE_PANEL_INCHES = (4.8, 3.2)
+TRAJECTORY_PANEL_INCHES = (6.4, 1.6)
 TRUE_COLOR, PREDICTED_COLOR = "tab:green", "tab:red"
 
 
@@ -156,26 +159,63 @@ def plot_training_curves(run_dir: str | Path, path: str | Path = "training_curve
     return path
 
 
+def plot_trajectories(policy, root: Path, episodes: list[int], path: str | Path) -> Path:
+    """Executed (replayed, open loop: `select_action` on the demonstration's observations) against demonstrated
+    actions over whole episodes, one panel per action dimension and one column per episode; returns the path."""
+    columns = []
+    for index in episodes:
+        episode = LeRobotDataset(root=root, episodes=[index], cameras=policy.config.image_keys)
+        demonstrated, executed, _ = replay_episode(policy, episode)
+        columns.append((index, demonstrated, executed, episode.fps))
+    names = action_names(LeRobotDataset(root=root, episodes=episodes[:1], cameras=[]))
+    width, height = TRAJECTORY_PANEL_INCHES
+    figure = Figure(figsize=(width * len(columns), height * len(names)), dpi=DPI, layout="constrained")
+    axes = figure.subplots(len(names), len(columns), squeeze=False, sharex="col")
+    for column, (index, demonstrated, executed, fps) in enumerate(columns):
+        seconds = np.arange(len(demonstrated)) / fps
+        for dim, name in enumerate(names):
+            ax = axes[dim, column]
+            ax.plot(seconds, demonstrated[:, dim], color=TRUE_COLOR, label="demonstrated")
+            ax.plot(seconds, executed[:, dim], color=PREDICTED_COLOR, linestyle="--", label="policy")
+            ax.set_ylabel(name, fontsize=8)
+            ax.tick_params(labelsize=7)
+        axes[0, column].set_title(f"episode {index}", fontsize=9)
+        axes[-1, column].set_xlabel("time (s)", fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    figure.suptitle(
+        f"{policy.config.type}: actions it executes from the demonstration's observations", fontsize=10
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=DPI)
+    return path
+
+
 @dataclass
 class PlotSettings:
     """What to draw.
 
     n_samples: dataset frames whose predicted and demonstrated action chunks are compared.
+    n_episodes: whole held-out episodes drawn in trajectories.png (the run's held-out ones first).
     """
 
     n_samples: int = 5
+    n_episodes: int = 2
 
     def __post_init__(self):
-        if self.n_samples < 1:
-            raise ValueError(f"--plot.n_samples must be at least 1, got {self.n_samples}")
+        for name in ("n_samples", "n_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--plot.{name} must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass
 class PlotConfig:
-    """policylab plot: predicted vs demonstrated actions (policy_comparison.png) and training curves
-    (training_curves.png, when the policy comes from a training run).
+    """policylab plot: predicted vs demonstrated action chunks (policy_comparison.png), executed vs demonstrated
+    actions over whole held-out episodes (trajectories.png), and training curves (training_curves.png, when the
+    policy comes from a training run).
 
-    Frames come from --dataset (default: the dataset the policy was trained on).
+    Frames come from --dataset (default: the dataset the policy was trained on); episodes from
+    --dataset.episodes, else those the training run held out, else the first ones.
     output_dir: where the PNGs go (default outputs/plot/<time>_<policy type>).
     seed: picks the frames.
     device: cuda, mps or cpu (default: the first available, in that order).
@@ -203,6 +243,10 @@ def run_plot(config: PlotConfig, overrides: list[str]) -> list[Path]:
             output_dir / "policy_comparison.png", config.seed,
         )
     ]  # fmt: skip
+    episodes, _ = held_out_episodes(checkpoint, root, config.dataset)
+    paths.append(
+        plot_trajectories(policy, root, episodes[: config.plot.n_episodes], output_dir / "trajectories.png")
+    )
     if checkpoint.run is not None and (checkpoint.run / METRICS_FILE).is_file():
         paths.append(plot_training_curves(checkpoint.run, output_dir / "training_curves.png"))
     for path in paths:

@@ -65,12 +65,18 @@ def save_checkpoint(output_dir: Path, step: int, policy: PreTrainedPolicy, state
         shutil.rmtree(old)
     else:
         tmp.rename(final)
-    link_tmp = final.parent / f".{LAST_CHECKPOINT}-tmp"
+    point_link(output_dir, LAST_CHECKPOINT, step)
+    return final
+
+
+def point_link(output_dir: Path, name: str, step: int) -> None:
+    """Atomically point OUT/checkpoints/<name> (last, best) at the checkpoint of `step`."""
+    final = checkpoint_dir(output_dir, step)
+    link_tmp = final.parent / f".{name}-tmp"
     if link_tmp.is_symlink() or link_tmp.exists():
         link_tmp.unlink()
     link_tmp.symlink_to(final.name)
-    os.replace(link_tmp, final.parent / LAST_CHECKPOINT)
-    return final
+    os.replace(link_tmp, final.parent / name)
 
 
 def _write_pretrained(folder: Path, policy: PreTrainedPolicy, ema) -> None:

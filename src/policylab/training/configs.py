@@ -40,6 +40,9 @@ class TrainingConfig:
     eval_episodes: episodes per evaluation during training (from the held-out seeds 100000, ...).
     max_minutes: stop (with a checkpoint) after this much training time; resume later with --resume=true.
     log: where metrics go besides the progress bar: jsonl, or tensorboard as well (needs tensorboard).
+    val_freq: with held-out episodes (--dataset.val_episodes or --dataset.val_fraction), validate every this
+        many steps (default: every save_freq) and at the end; the best checkpoint is linked as checkpoints/best.
+    val_batches: batches of batch_size frames, spread over the held-out episodes, each validation uses.
     """
 
     steps: int | None = None
@@ -61,6 +64,8 @@ class TrainingConfig:
     eval_episodes: int = 10
     max_minutes: float | None = None
     log: str = "jsonl"
+    val_freq: int | None = None
+    val_batches: int = 8
 
 
 @dataclass

@@ -56,6 +56,11 @@ class MetricsLog:
         self.file = self.path.open("a")
         self.tensorboard = _tensorboard_writer(output_dir) if kind == "tensorboard" else None
 
+    def records(self) -> list[dict]:
+        """What the file holds now (on resume: the records up to the checkpoint)."""
+        self.file.flush()
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+
     def write(self, record: dict) -> None:
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()

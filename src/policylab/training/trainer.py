@@ -10,6 +10,7 @@ DistributedDataParallel, gives each process its share of every global batch, and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -28,16 +29,25 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from policylab.constants import TRAIN_CONFIG
+from policylab.constants import BEST_CHECKPOINT, SPLIT_FILE, TRAIN_CONFIG
 from policylab.datasets import LeRobotDataset, LeRobotDatasetMetadata, resolve_dataset_root
 from policylab.errors import ConfigError, PolicylabError
 from policylab.policies import PreTrainedConfig, PreTrainedPolicy
 from policylab.runs import Checkpoint, checked_output_dir
-from policylab.training.checkpoints import TrainingState, last_checkpoint, load_checkpoint, save_checkpoint
+from policylab.training.checkpoints import (
+    TrainingState,
+    checkpoint_dir,
+    last_checkpoint,
+    load_checkpoint,
+    point_link,
+    save_checkpoint,
+)
 from policylab.training.configs import LOGGERS, SCHEDULERS, TrainConfig
 from policylab.training.data import StepBatchSampler, make_dataloader, scale_camera_frames, steps_per_epoch
 from policylab.training.metrics import MetricsLog, RunningMeans
+from policylab.training.validation import Validation
 from policylab.utils.device import cpu_has_native_bfloat16, select_device
+from policylab.utils.files import write_json
 from policylab.utils.interrupts import deferred_interrupts
 
 TIMED_STEPS = 10  # after these (and a first, warm-up step) train says how long the whole run will take
@@ -121,6 +131,8 @@ def check_config(config: TrainConfig) -> None:
         "--training.lr_backbone": (at_least(t.lr_backbone, 0), "0 (frozen) or more"),
         "--training.ema_decay": (t.ema_decay is None or 0 <= t.ema_decay < 1, "in [0, 1) (0: no EMA)"),
         "--training.max_minutes": (t.max_minutes is None or t.max_minutes > 0, "positive"),
+        "--training.val_freq": (at_least(t.val_freq, 1), "at least 1"),
+        "--training.val_batches": (t.val_batches >= 1, "at least 1"),
     }
     for flag, (ok, expected) in problems.items():
         if not ok:
@@ -309,12 +321,13 @@ def train(
         dist.barrier()
 
     seed_everything(config.seed)
-    dataset = LeRobotDataset(
-        root=meta.root,
-        episodes=config.dataset.episodes,
-        delta_timestamps=policy_config.delta_timestamps(meta.fps),
-        cameras=policy_config.image_keys,  # a policy without cameras never decodes the dataset's video
-    )
+    train_episodes, val_episodes = config.dataset.split([e.episode_index for e in meta.episodes])
+    windows = {
+        "root": meta.root,
+        "delta_timestamps": policy_config.delta_timestamps(meta.fps),
+        "cameras": policy_config.image_keys,
+    }  # a policy without cameras never decodes the dataset's video
+    dataset = LeRobotDataset(episodes=train_episodes, **windows)
     positions = dataset.frame_positions(drop_last=policy_config.frames_dropped_at_episode_end)
     if len(positions) == 0:
         raise ConfigError(
@@ -343,6 +356,8 @@ def train(
     if ddp.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         saved_path.write_text(json.dumps({**_config_dict(config), "resume": False}, indent=2) + "\n")
+        split = {"dataset": str(meta.root), "train_episodes": train_episodes, "val_episodes": val_episodes}
+        write_json(output_dir / SPLIT_FILE, split)
         (output_dir / "hyperparameters.json").write_text(
             json.dumps(dataclasses.asdict(hyper), indent=2) + "\n"
         )
@@ -359,7 +374,14 @@ def train(
         positions, config.training.batch_size, config.seed, start_step, ddp.rank, ddp.world_size
     )
     loader = make_dataloader(dataset, sampler, num_workers, pin_memory=device.type == "cuda")
+    validation = None
+    if val_episodes and ddp.is_main:
+        val_dataset = LeRobotDataset(episodes=val_episodes, **windows)
+        validation = Validation(
+            policy, val_dataset, config.training.batch_size, config.training.val_batches, device
+        )
     loop = TrainingLoop(config, hyper, policy, model, state, device, autocast, output_dir, ddp, evaluate)
+    loop.validation = validation
     try:
         loop.run(loader, start_step, sampler.per_epoch)
     finally:
@@ -389,10 +411,17 @@ class TrainingLoop:
         self.config, self.hyper, self.policy, self.model, self.state = config, hyper, policy, model, state
         self.device, self.autocast = device, autocast
         self.output_dir, self.ddp, self.evaluate = output_dir, ddp, evaluate
+        self.validation: Validation | None = None  # on rank 0, when episodes are held out
+        self.best_val = math.inf
 
     def run(self, loader, start_step: int, per_epoch: int) -> None:
         t, total = self.config.training, self.hyper.steps
         log = MetricsLog(self.output_dir, start_step, t.log) if self.ddp.is_main else None
+        if log is not None:  # a resumed run keeps the best validation score of its earlier steps
+            self.best_val = min(
+                (r["val"]["action_l1"] for r in log.records() if "val" in r), default=math.inf
+            )
+        val_freq = t.val_freq or t.save_freq
         progress = tqdm(
             total=total,
             initial=start_step,
@@ -442,6 +471,8 @@ class TrainingLoop:
                     self.save(step)
                 if t.eval_freq and self.evaluate and step % t.eval_freq == 0:
                     self.run_evaluation(step, log, progress)
+                if self.config.dataset.holds_out and (step % val_freq == 0 or step == total):
+                    self.run_validation(step, log, progress)
                 fetch_started = time.perf_counter()
                 if out_of_time:
                     progress.write(
@@ -517,18 +548,43 @@ class TrainingLoop:
         if self.ddp.world_size > 1 and wait_for_others:
             dist.barrier()
 
-    def run_evaluation(self, step: int, log: MetricsLog | None, progress) -> None:
-        if not self.ddp.is_main:
-            return
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """The EMA weights in the policy for the block, when EMA is on (what checkpoints hold)."""
         ema = self.state.ema
         if ema is not None:
             ema.store(self.policy.parameters())
             ema.copy_to(self.policy.parameters())
         try:
-            results = self.evaluate(self.policy)
+            yield
         finally:
             if ema is not None:
                 ema.restore(self.policy.parameters())
+
+    def run_validation(self, step: int, log: MetricsLog | None, progress) -> None:
+        """Validate on the held-out episodes (rank 0); a new best is saved and linked as checkpoints/best."""
+        improved = False
+        if self.validation is not None:
+            with self.averaged_weights():
+                results = self.validation()
+            log.write({"step": step, "val": results})
+            improved = results["action_l1"] < self.best_val
+            self.best_val = min(self.best_val, results["action_l1"])
+            marker = " (best so far)" if improved else ""
+            progress.write(
+                f"step {step}: validation loss {results['loss']:.4g}, action L1 {results['action_l1']:.4g}{marker}"
+            )
+        if self.agree(improved):
+            if not checkpoint_dir(self.output_dir, step).exists():
+                self.save(step)
+            if self.ddp.is_main:
+                point_link(self.output_dir, BEST_CHECKPOINT, step)
+
+    def run_evaluation(self, step: int, log: MetricsLog | None, progress) -> None:
+        if not self.ddp.is_main:
+            return
+        with self.averaged_weights():
+            results = self.evaluate(self.policy)
         if log is not None:
             log.write({"step": step, "eval": results})
         shown = {k: round(v, 3) for k, v in results.items() if isinstance(v, float)}

@@ -23,6 +23,8 @@ class ACTConfig(PreTrainedConfig):
     n_action_steps: actions executed from a chunk before the model runs again (<= chunk_size; 1 with
         temporal ensembling).
     vision_backbone: torchvision ResNet for camera inputs: resnet18, resnet34 or resnet50.
+    resize_shape: resize every camera image to [height, width] before the backbone (e.g. [120, 160] for a
+        480x640 robot camera on a CPU); null keeps each camera's own size.
     pretrained_backbone: start the backbone from torchvision's ImageNet weights (read from the torch hub cache,
         or downloaded there). LeRobot does so by default; policylab does not, so that training works the same
         offline and on any machine: pass true to use them.
@@ -49,6 +51,7 @@ class ACTConfig(PreTrainedConfig):
     chunk_size: int = 100
     n_action_steps: int = 100
     vision_backbone: str = "resnet18"
+    resize_shape: list[int] | None = None
     pretrained_backbone: bool = False
     replace_final_stride_with_dilation: bool = False
     pre_norm: bool = False
@@ -68,6 +71,7 @@ class ACTConfig(PreTrainedConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        self.resize_shape = list(self.resize_shape) if self.resize_shape else None
         if self.n_layers is None:
             self.n_layers = self.n_decoder_layers
         elif self.n_decoder_layers not in (1, self.n_layers):
@@ -87,6 +91,8 @@ class ACTConfig(PreTrainedConfig):
                 "temporal_ensemble_coeff runs the model every step and needs n_action_steps=1, "
                 f"got {self.n_action_steps}"
             )
+        if self.resize_shape is not None and (len(self.resize_shape) != 2 or min(self.resize_shape) < 1):
+            raise ValueError(f"resize_shape={self.resize_shape}: expected [height, width]")
         if self.vision_backbone not in RESNETS:
             raise ValueError(f"vision_backbone '{self.vision_backbone}' is not one of {', '.join(RESNETS)}")
         if self.feedforward_activation not in ACTIVATIONS:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from policylab.constants import ACTION, OBS_ENV_STATE, OBS_STATE, PAD_SUFFIX
 from policylab.policies.act.configuration_act import ACTConfig
-from policylab.policies.backbones import resnet_trunk
+from policylab.policies.backbones import resize_images, resnet_trunk
 from policylab.policies.pretrained import (
     ObservationError,
     ObservationHistory,
@@ -275,7 +275,8 @@ class ACT(nn.Module):
     def image_tokens(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """images (B, To, C, H, W) -> tokens (B, To*h*w, D) and their positions (1, To*h*w, D)."""
         batch_size, n_steps = images.shape[:2]
-        features = self.backbone(images.flatten(0, 1))  # (B*To, C', h, w)
+        frames = resize_images(images.flatten(0, 1), self.config.resize_shape)  # (B*To, C, H, W)
+        features = self.backbone(frames)  # (B*To, C', h, w)
         tokens = self.encoder_img_feat_input_proj(features).flatten(2).transpose(1, 2)  # (B*To, h*w, D)
         positions = self.encoder_cam_feat_pos_embed(features).flatten(2).transpose(1, 2)  # (1, h*w, D)
         if n_steps > 1:

@@ -28,6 +28,8 @@ class DiffusionConfig(PreTrainedConfig):
     pretrained_backbone_weights: torchvision weights to start from, e.g. "ResNet18_Weights.IMAGENET1K_V1"
         (needs use_group_norm=false: batch-norm statistics cannot become group norm). Default: none.
     use_group_norm: replace the backbone's batch norm with group norm (16 channels per group).
+    resize_shape: resize every camera image to [height, width] before cropping (e.g. [120, 160] for a 480x640
+        robot camera on a CPU); cameras of different sizes then share one encoder. null keeps their sizes.
     crop_shape: crop images to [height, width] before the backbone (random in training, centred at
         inference when crop_is_random); empty or null for no crop.
     crop_is_random: random crops in training (centre crops are always used at inference).
@@ -70,6 +72,7 @@ class DiffusionConfig(PreTrainedConfig):
     vision_backbone: str = "resnet18"
     pretrained_backbone_weights: str | None = None
     use_group_norm: bool = True
+    resize_shape: list[int] | None = None
     crop_shape: list[int] | None = field(default_factory=lambda: [84, 84])
     crop_is_random: bool = True
     spatial_softmax_num_keypoints: int = 32
@@ -101,6 +104,7 @@ class DiffusionConfig(PreTrainedConfig):
             self.drop_n_last_frames = self.horizon - self.n_action_steps - self.n_obs_steps + 1
         self.down_dims = list(self.down_dims)
         self.crop_shape = list(self.crop_shape) if self.crop_shape else None
+        self.resize_shape = list(self.resize_shape) if self.resize_shape else None
         choices = {
             "noise_scheduler_type": NOISE_SCHEDULERS,
             "prediction_type": PREDICTION_TYPES,
@@ -152,18 +156,26 @@ class DiffusionConfig(PreTrainedConfig):
             )
         if self.crop_shape is not None and len(self.crop_shape) != 2:
             raise ValueError(f"crop_shape={self.crop_shape}: expected [height, width]")
-        sizes = {tuple(self.input_shapes[key]) for key in self.image_keys}
+        if self.resize_shape is not None and (len(self.resize_shape) != 2 or min(self.resize_shape) < 1):
+            raise ValueError(f"resize_shape={self.resize_shape}: expected [height, width]")
+        sizes = {tuple(self.image_size(key)) for key in self.image_keys}
         if len(sizes) > 1 and not self.use_separate_rgb_encoder_per_camera:
             raise ValueError(
-                f"cameras of different sizes {sorted(sizes)} need use_separate_rgb_encoder_per_camera=true"
+                f"cameras of different sizes {sorted(sizes)} need use_separate_rgb_encoder_per_camera=true "
+                "(or one --policy.resize_shape for all)"
             )
         for key in self.image_keys:
             if self.crop_shape and any(
-                c > s for c, s in zip(self.crop_shape, self.input_shapes[key][1:], strict=True)
+                c > s for c, s in zip(self.crop_shape, self.image_size(key), strict=True)
             ):
                 raise ValueError(
-                    f"crop_shape={self.crop_shape} is larger than '{key}' {self.input_shapes[key][1:]}"
+                    f"crop_shape={self.crop_shape} is larger than '{key}' {self.image_size(key)} (give a smaller "
+                    "--policy.crop_shape, or --policy.crop_shape=null)"
                 )
+
+    def image_size(self, key: str) -> list[int]:
+        """[height, width] of camera `key` as the encoder sees it, before cropping."""
+        return list(self.resize_shape or self.input_shapes[key][1:])
 
     def default_normalization_mode(self, key: str) -> str:
         return "mean_std" if key.startswith(OBS_IMAGE) else "min_max"

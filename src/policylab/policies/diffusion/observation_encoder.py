@@ -11,7 +11,7 @@ import torchvision.transforms.v2 as T  # noqa: N812
 from torch import Tensor, nn
 
 from policylab.constants import OBS_ENV_STATE, OBS_STATE
-from policylab.policies.backbones import group_norm_layer, resnet_trunk
+from policylab.policies.backbones import group_norm_layer, resize_images, resnet_trunk
 from policylab.policies.diffusion.configuration_diffusion import DiffusionConfig
 
 
@@ -33,7 +33,7 @@ class SpatialSoftmax(nn.Module):
 class RgbEncoder(nn.Module):
     """(B, 3, H, W) images in normalized units -> (B, 2K) features."""
 
-    def __init__(self, config: DiffusionConfig, image_shape: list[int]):
+    def __init__(self, config: DiffusionConfig, image_key: str):
         super().__init__()
         norm_layer = group_norm_layer if config.use_group_norm else nn.BatchNorm2d
         self.backbone, channels = resnet_trunk(
@@ -43,7 +43,8 @@ class RgbEncoder(nn.Module):
             without_weights_flag="--policy.pretrained_backbone_weights=null",
         )
         self.crop_train = self.crop_eval = None
-        height, width = image_shape[1:]
+        self.resize_shape = config.resize_shape
+        height, width = config.image_size(image_key)
         if config.crop_shape:
             height, width = config.crop_shape
             self.crop_eval = T.CenterCrop(config.crop_shape)
@@ -55,6 +56,7 @@ class RgbEncoder(nn.Module):
         self.out = nn.Sequential(nn.Linear(2 * k, 2 * k), nn.ReLU())
 
     def forward(self, images: Tensor) -> Tensor:
+        images = resize_images(images, self.resize_shape)
         crop = self.crop_train if self.training else self.crop_eval
         if crop is not None:
             images = crop(images)  # one random offset for the whole batch in training
@@ -75,9 +77,7 @@ class ObservationEncoder(nn.Module):
             )
         self.separate = config.use_separate_rgb_encoder_per_camera
         n_encoders = len(self.image_keys) if self.separate else min(1, len(self.image_keys))
-        self.rgb_encoders = nn.ModuleList(
-            [RgbEncoder(config, shapes[self.image_keys[i]]) for i in range(n_encoders)]
-        )
+        self.rgb_encoders = nn.ModuleList([RgbEncoder(config, self.image_keys[i]) for i in range(n_encoders)])
         image_dim = 2 * config.spatial_softmax_num_keypoints * len(self.image_keys)
         self.per_step_dim = sum(shapes[k][0] for k in self.vector_keys) + image_dim
         self.output_dim = self.per_step_dim * config.n_obs_steps

@@ -76,7 +76,9 @@ def so101_episode(seed: int) -> dict[str, np.ndarray]:
         start = actions[-1]
         for k in range(1, frames + int(rng.integers(0, 4)) + 1):
             s = k / frames
-            actions.append(start + (target - start) * (3 * s**2 - 2 * s**3 if s < 1 else 1.0))  # smoothstep, then hold
+            actions.append(
+                start + (target - start) * (3 * s**2 - 2 * s**3 if s < 1 else 1.0)
+            )  # smoothstep, then hold
     action = np.stack(actions).astype(np.float32)
     state = np.concatenate([action[:1], action[:-1]]) + rng.normal(0, 0.2, action.shape).astype(np.float32)
     frames = {key: np.empty((len(action), h, w, 3), np.uint8) for key, (h, w) in SO101_CAMERAS.items()}

@@ -370,6 +370,10 @@ class PreTrainedPolicy(nn.Module):
         policy_cls = cls.policy_class(config) if cls is PreTrainedPolicy else cls
         if policy_cls.config_class is not type(config):
             raise CheckpointError(f"{folder}: holds a '{config.type}' policy, not {policy_cls.__name__}")
+        if written_by_lerobot(folder):
+            from policylab.policies.lerobot_format import load_lerobot
+
+            return load_lerobot(folder, config, policy_cls, device)
         policy = policy_cls(config.without_pretrained_weights())
         policy.config = config
         policy.load_state_dict(read_weights(folder / WEIGHTS_NAME, policy))
@@ -392,14 +396,30 @@ def pretrained_folder(path: str | Path) -> Path:
     )
 
 
-def read_config(path: Path) -> PreTrainedConfig:
+def _read_json_object(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: not readable as JSON ({error})") from error
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_config(path: Path) -> PreTrainedConfig:
+    """The config of a checkpoint policylab wrote, or of one LeRobot wrote (translated)."""
+    data = _read_json_object(path)
+    from policylab.policies.lerobot_format import config_from_lerobot, is_lerobot_config
+
+    if is_lerobot_config(data):
+        return config_from_lerobot(data, source=str(path))
     return PreTrainedConfig.from_dict(data, source=str(path))
+
+
+def written_by_lerobot(folder: Path) -> bool:
+    from policylab.policies.lerobot_format import is_lerobot_config
+
+    return is_lerobot_config(_read_json_object(folder / CONFIG_NAME))
 
 
 def read_weights(path: Path, module: nn.Module) -> dict[str, Tensor]:

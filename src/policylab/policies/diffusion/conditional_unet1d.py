@@ -15,6 +15,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+FINAL_GROUPS = 8  # the final conv block's group norm (Chi et al.'s code hard-codes it)
+
 
 class DiffusionStepEmbedding(nn.Module):
     """Sinusoidal embedding of the diffusion step k, then an MLP: (B,) -> (B, dim)."""
@@ -109,8 +111,8 @@ class ConditionalUnet1d(nn.Module):
             upsample = nn.ConvTranspose1d(c_out, c_out, 4, stride=2, padding=1)
             repeats = [block(c_out, c_out) for _ in range(n_res_blocks - 1)]
             self.up_modules.append(nn.ModuleList([block(c_in * 2, c_out), *repeats, upsample]))
-        self.final_conv = nn.Sequential(
-            Conv1dBlock(down_dims[0], down_dims[0], kernel_size, n_groups),
+        self.final_conv = nn.Sequential(  # 8 groups whatever n_groups, as in the paper's code and LeRobot's
+            Conv1dBlock(down_dims[0], down_dims[0], kernel_size, FINAL_GROUPS),
             nn.Conv1d(down_dims[0], action_dim, 1),
         )
 

@@ -126,6 +126,10 @@ class DiffusionConfig(PreTrainedConfig):
                 f"n_obs_steps - 1 + n_action_steps = {self.n_obs_steps - 1 + self.n_action_steps} actions are "
                 f"executed from a horizon of {self.horizon}; shorten them or lengthen the horizon"
             )
+        if self.down_dims and self.down_dims[0] % 8:
+            raise ValueError(
+                f"down_dims[0]={self.down_dims[0]} must be a multiple of 8 (the UNet's last group norm)"
+            )
         downsampling = 2 ** (len(self.down_dims) - 1)
         if not self.down_dims or self.horizon % downsampling:
             raise ValueError(

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -57,3 +58,18 @@ def graphs_compiled(call) -> int:
     counters.clear()
     call()
     return counters["stats"]["unique_graphs"]
+
+
+LEROBOT_CHECKPOINTS = (
+    Path(__file__).parent / "fixtures/lerobot_checkpoints"
+)  # made by its make_checkpoints.py
+LEROBOT_SEED = 11  # make_checkpoints.py seeds the global generator with it before the first select_action
+
+
+def executed_actions(policy, observation: dict, steps: int) -> torch.Tensor:
+    """After reset(), select_action `steps` times on the same observations (as make_checkpoints.py calls
+    LeRobot's policies): (B, steps, Da)."""
+    policy.reset()
+    torch.manual_seed(LEROBOT_SEED)
+    with torch.no_grad():
+        return torch.stack([policy.select_action(dict(observation)) for _ in range(steps)], 1)

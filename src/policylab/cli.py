@@ -249,6 +249,18 @@ def study(parsed) -> None:
         print(f"written: {path.resolve()}")
 
 
+def parse_export(args: list[str]):
+    from policylab.runs import ExportConfig
+
+    return parse_flags(ExportConfig, args, "policylab export")
+
+
+def export(config) -> None:
+    from policylab.runs import run_export
+
+    run_export(config)
+
+
 def _list_flag(args: list[str], flag: str) -> list[str]:
     """`--policies A B C` (values separated by spaces, as shells expand globs) and `--policies=A` as
     `--policies=[A,B,C]`."""
@@ -306,6 +318,9 @@ COMMANDS = {
         parse_study,
         study,
         "ACT vs Diffusion on consistent and diverse demonstrations: every table cell measured",
+    ),
+    "export": Command(
+        parse_export, export, "write a trained policy as a LeRobot 0.6 checkpoint (--to=lerobot)"
     ),
     "tune": Command(
         parse_tune,

@@ -128,6 +128,38 @@ class Checkpoint:
             ) from None
 
 
+@dataclass
+class ExportConfig:
+    """policylab export: write a trained policy in another tool's checkpoint layout.
+
+    to: the layout: lerobot (LeRobot 0.6's pretrained_model folder: config.json, model.safetensors and the
+        normalization processors), loaded there by `PreTrainedPolicy.from_pretrained(DIR)`.
+    output_dir: the folder to write (required).
+    """
+
+    policy: PolicyPathConfig = dataclasses.field(default_factory=PolicyPathConfig)
+    to: str = "lerobot"
+    output_dir: str | None = None
+
+    def __post_init__(self):
+        if self.to != "lerobot":
+            raise ValueError(f"--to={self.to}: the layouts policylab writes are: lerobot")
+
+
+def run_export(config: ExportConfig) -> list[Path]:
+    """`policylab export`: the checkpoint of --policy.path in LeRobot 0.6's layout; prints and returns the files."""
+    from policylab.policies.lerobot_format import export_to_lerobot
+
+    if not config.output_dir:
+        raise ConfigError("--output_dir is required: the folder the LeRobot checkpoint goes to")
+    checkpoint = Checkpoint.resolve(config.policy.path)
+    folder = checked_output_dir(config.output_dir)
+    written = export_to_lerobot(checkpoint.load("cpu"), folder)
+    for path in written:
+        print(f"written: {path.resolve()}")
+    return written
+
+
 def split_policy_overrides(args: list[str]) -> tuple[list[str], list[str]]:
     """(`--policy.<field>=...` flags other than --policy.path, every other flag)."""
     overrides = [a for a in args if a.startswith(POLICY_PREFIX) and not a.startswith(POLICY_PREFIX + "path=")]

@@ -154,9 +154,6 @@ def weights_from_lerobot(folder: Path, config: PreTrainedConfig) -> dict[str, to
     weights = {_rename(k, config): v for k, v in state.items() if not k.startswith(NORMALIZERS)}
     if config.type == "diffusion":
         _reorder_condition(weights, config)
-    if "observation_encoder.rgb_encoders.0.pool.grid" in weights:  # LeRobot's grid is (1, H*W, 2)
-        for key in [k for k in weights if k.endswith("pool.grid")]:
-            weights[key] = weights[key].reshape(-1, 2)
     return weights
 
 
@@ -201,3 +198,156 @@ def load_lerobot(folder: Path, config: PreTrainedConfig, policy_cls, device) -> 
     policy.load_state_dict(weights, strict=False)
     policy.lerobot_version = version
     return policy.to(device or "cpu").eval()
+
+
+# -- the other way: a policylab policy in LeRobot 0.6's layout -----------------------------------------------
+
+FEATURE_TYPES = {"observation.state": "STATE", "observation.environment_state": "ENV", "action": "ACTION"}
+POLICYLAB_ONLY = {  # fields LeRobot's policies lack, with the value that makes a policy act as LeRobot's
+    "act": {"n_obs_steps": 1, "resize_shape": None},
+    "diffusion": {"n_res_blocks": 2, "n_mid_res_blocks": 2, "pretrained_backbone_weights": None},
+}
+
+
+def _feature_type(key: str) -> str:
+    return FEATURE_TYPES.get(key, "VISUAL")
+
+
+def _inverse_rename(name: str, config: PreTrainedConfig) -> str:
+    """policylab's module name -> LeRobot's (the inverse of `_rename`)."""
+    for child, index in RESNET_CHILDREN.items():
+        name = name.replace(f"model.backbone.{index}.", f"model.backbone.{child}.")
+    if config.type == "act":
+        name = re.sub(r"\.feedforward\.linear([12])\.", r".linear\1.", name)
+        return name.replace(".cross_attn.", ".multihead_attn.")
+    name = name.replace("diffusion_step_encoder.mlp.0.", "diffusion_step_encoder.1.")
+    name = name.replace("diffusion_step_encoder.mlp.2.", "diffusion_step_encoder.3.")
+    name = re.sub(r"\.(conv1|conv2)\.(\d)\.", r".\1.block.\2.", name)
+    name = name.replace("final_conv.0.0.", "final_conv.0.block.0.").replace(
+        "final_conv.0.1.", "final_conv.0.block.1."
+    )
+    name = name.replace(".pool.keypoint_maps.", ".pool.nets.").replace(".pool.grid", ".pool.pos_grid")
+    name = re.sub(r"\.out\.0\.(weight|bias)$", r".out.\1", name)
+    if name.startswith("observation_encoder.rgb_encoders."):
+        index, rest = name[len("observation_encoder.rgb_encoders.") :].split(".", 1)
+        name = (
+            f"diffusion.rgb_encoder.{index}.{rest}"
+            if config.use_separate_rgb_encoder_per_camera
+            else f"diffusion.rgb_encoder.{rest}"
+        )
+    return name.replace("unet.", "diffusion.unet.", 1) if name.startswith("unet.") else name
+
+
+def check_exportable(config: PreTrainedConfig) -> None:
+    """Refuse what LeRobot would run differently, naming the field."""
+    for name, value in POLICYLAB_ONLY[config.type].items():
+        if getattr(config, name) != value:
+            raise CheckpointError(
+                f"{name}={getattr(config, name)!r}: LeRobot's {config.type} has no such option (only {value!r})"
+            )
+    if (
+        config.type == "diffusion"
+        and config.inference_steps < config.num_train_timesteps
+        and config.timestep_spacing != "leading"
+    ):
+        raise CheckpointError(
+            f"timestep_spacing={config.timestep_spacing!r} with {config.inference_steps} of {config.num_train_timesteps} "
+            "steps: LeRobot's schedulers visit the 'leading' steps; export with --policy.timestep_spacing=leading"
+        )
+    modes: dict[str, set[str]] = {}
+    for key, mode in {**config.input_normalization_modes, **config.output_normalization_modes}.items():
+        modes.setdefault(_feature_type(key), set()).add(mode)
+    mixed = {kind: sorted(m) for kind, m in modes.items() if len(m) > 1}
+    if mixed:
+        raise CheckpointError(
+            f"LeRobot normalizes every feature of one type alike; this policy mixes {mixed}"
+        )
+
+
+def export_to_lerobot(policy, folder: Path) -> list[Path]:
+    """Write `policy` as a LeRobot 0.6 `pretrained_model/` folder (config.json, model.safetensors and the pre- and
+    post-processors with the normalization statistics); returns the files written."""
+    from safetensors.torch import save_file
+
+    config = policy.config
+    check_exportable(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    modes = {**config.input_normalization_modes, **config.output_normalization_modes}
+    mapping = {_feature_type(k): m.upper() for k, m in modes.items() if m != "identity"}
+    features = {
+        key: {"type": _feature_type(key), "shape": list(shape)} for key, shape in config.input_shapes.items()
+    }
+    outputs = {key: {"type": "ACTION", "shape": list(shape)} for key, shape in config.output_shapes.items()}
+    fields = ACT_FIELDS if config.type == "act" else DIFFUSION_FIELDS
+    data = {"type": config.type, **{name: getattr(config, name) for name in (*COMMON_FIELDS, *fields)},
+            "input_features": features, "output_features": outputs, "normalization_mapping": mapping,
+            "pretrained_backbone_weights": None, "device": "cpu", "use_amp": False, "push_to_hub": False}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(data, indent=4) + "\n")
+    state = policy.state_dict()
+    weights = {
+        _inverse_rename(k, config): v.contiguous() for k, v in state.items() if not k.startswith(NORMALIZERS)
+    }
+    if config.type == "diffusion":
+        _to_lerobot_condition(weights, config)
+    save_file(weights, str(folder / "model.safetensors"))
+    stats = {}
+    for normalizer in (policy.normalize_inputs, policy.normalize_targets):
+        for name, value in normalizer.state_dict().items():
+            key, stat = name.split("__")
+            stats[f"{next(k for k in modes if k.replace('.', '_') == key)}.{stat}"] = value.contiguous()
+    written = [folder / "config.json", folder / "model.safetensors"]
+    for name, steps in _processor_steps(features, outputs, mapping).items():
+        (folder / f"{name}.json").write_text(json.dumps({"name": name, "steps": steps}, indent=2) + "\n")
+        written.append(folder / f"{name}.json")
+        for step in steps:
+            if "state_file" in step:
+                keys = step["config"]["features"]
+                save_file(
+                    {k: v for k, v in stats.items() if k.rsplit(".", 1)[0] in keys},
+                    str(folder / step["state_file"]),
+                )
+                written.append(folder / step["state_file"])
+    return written
+
+
+def _processor_steps(inputs: dict, outputs: dict, mapping: dict) -> dict[str, list[dict]]:
+    """The steps of LeRobot 0.6's policy_preprocessor and policy_postprocessor (as `lerobot-train` writes them)."""
+    normalizer = {"eps": 1e-08, "features": {**inputs, **outputs}, "norm_map": mapping}
+    device = {"registry_name": "device_processor", "config": {"device": "cpu", "float_dtype": None}}
+    return {
+        "policy_preprocessor": [
+            {"registry_name": "rename_observations_processor", "config": {"rename_map": {}}},
+            {"registry_name": "to_batch_processor", "config": {}},
+            device,
+            {
+                "registry_name": "normalizer_processor",
+                "config": normalizer,
+                "state_file": "policy_preprocessor_step_3_normalizer_processor.safetensors",
+            },
+        ],  # fmt: skip
+        "policy_postprocessor": [
+            {
+                "registry_name": "unnormalizer_processor",
+                "config": {**normalizer, "features": outputs},
+                "state_file": "policy_postprocessor_step_0_unnormalizer_processor.safetensors",
+            },
+            device,
+        ],  # fmt: skip
+    }
+
+
+def _to_lerobot_condition(weights: dict[str, torch.Tensor], config) -> None:
+    """The inverse of `_reorder_condition`: policylab's condition columns in LeRobot's order."""
+    shapes = config.input_shapes
+    state = shapes.get("observation.state", [0])[0]
+    env = shapes.get("observation.environment_state", [0])[0]
+    cameras = 2 * config.spatial_softmax_num_keypoints * len(config.image_keys)
+    if not (env and cameras):
+        return
+    per_step = state + cameras + env
+    ours = list(range(state)) + list(range(state + env, per_step)) + list(range(state, state + env))
+    order = [step * per_step + i for step in range(config.n_obs_steps) for i in ours]
+    for key in [k for k in weights if k.endswith("cond_encoder.1.weight")]:
+        w = weights[key]
+        embed = w.shape[1] - len(order)
+        weights[key] = torch.cat([w[:, :embed], w[:, embed:][:, order]], dim=1)

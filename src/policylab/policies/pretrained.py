@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from policylab.errors import PolicylabError
 from policylab.policies.normalize import Normalizer
 
 CONFIG_NAME = "config.json"
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # org/name, as the hub names repositories
 WEIGHTS_NAME = "model.safetensors"
 
 
@@ -384,16 +386,36 @@ class PreTrainedPolicy(nn.Module):
 
 def pretrained_folder(path: str | Path) -> Path:
     """The folder holding config.json for `path`: that folder itself, a training checkpoint (its
-    pretrained_model), or a training run (the pretrained_model of its checkpoints/last)."""
+    pretrained_model), a training run (the pretrained_model of its checkpoints/last), or a Hugging Face hub id
+    (`lerobot/diffusion_pusht`), downloaded into the hub cache."""
     path = Path(path)
     last = Path(CHECKPOINTS_DIR, LAST_CHECKPOINT, PRETRAINED_MODEL_DIR)
     for candidate in (path, path / PRETRAINED_MODEL_DIR, path / last):
         if (candidate / CONFIG_NAME).is_file():
             return candidate
+    if not path.exists() and HUB_ID.match(str(path)):
+        return _download(str(path))
     raise CheckpointError(
         f"{path}: no {CONFIG_NAME} here, in {PRETRAINED_MODEL_DIR}/ or in {last}/; "
-        "give a training run folder, a checkpoint folder or a pretrained_model folder"
+        "give a training run folder, a checkpoint folder, a pretrained_model folder or a hub id (org/name)"
     )
+
+
+def _download(repo_id: str) -> Path:
+    """A policy from the Hugging Face hub, as the hub client caches it."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors"], etag_timeout=5))
+    except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{repo_id}: not a folder here, and the Hugging Face hub cannot be reached to download it "
+            f"({type(error).__name__}: offline?); download it where the hub is reachable, or give a local folder"
+        ) from None
+    if not (folder / CONFIG_NAME).is_file():
+        raise CheckpointError(f"{repo_id}: downloaded from the hub to {folder}, but it has no {CONFIG_NAME}")
+    return folder
 
 
 def _read_json_object(path: Path) -> dict:

@@ -274,7 +274,7 @@ def write_report(rows: list[dict], config: CompareConfig, output_dir: Path, devi
 
 
 def _videos(row: dict, output_dir: Path) -> list[str]:
-    return [str(Path(v).resolve()) for v in row["eval"]["video_paths"] if Path(v).is_file()]
+    return [str(Path(v).resolve()) for v in row["eval"].get("video_paths", []) if Path(v).is_file()]
 
 
 def _html(rows: list[dict], notes: list[str], output_dir: Path) -> str:

@@ -572,7 +572,8 @@ class TrainingLoop:
             self.best_val = min(self.best_val, results["action_l1"])
             marker = " (best so far)" if improved else ""
             progress.write(
-                f"step {step}: validation loss {results['loss']:.4g}, action L1 {results['action_l1']:.4g}{marker}"
+                f"step {step}: validation loss {results['loss']:.4g}, action L1 {results['action_l1']:.4g}{marker}",
+                file=sys.stderr,
             )
         if self.agree(improved):
             if not checkpoint_dir(self.output_dir, step).exists():

@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from policylab.policies.pretrained import CheckpointError, PreTrainedConfig
+from policylab.utils.files import write_json
 
 PREPROCESSOR, POSTPROCESSOR = "policy_preprocessor.json", "policy_postprocessor.json"
 NORMALIZERS = ("normalize_inputs", "normalize_targets", "unnormalize_outputs")
@@ -157,9 +158,10 @@ def weights_from_lerobot(folder: Path, config: PreTrainedConfig) -> dict[str, to
     return weights
 
 
-def _reorder_condition(weights: dict[str, torch.Tensor], config) -> None:
+def _reorder_condition(weights: dict[str, torch.Tensor], config, to: str = "policylab") -> None:
     """LeRobot conditions the UNet on [state, cameras, environment state] per observation step, policylab on
-    [state, environment state, cameras]: permute the condition's columns of every FiLM layer to match."""
+    [state, environment state, cameras]: permute the condition's columns of every FiLM layer into the order of
+    `to` (policylab or lerobot), from the other one."""
     shapes = config.input_shapes
     state = shapes.get("observation.state", [0])[0]
     env = shapes.get("observation.environment_state", [0])[0]
@@ -167,8 +169,9 @@ def _reorder_condition(weights: dict[str, torch.Tensor], config) -> None:
     if not (env and cameras):
         return
     per_step = state + cameras + env
-    theirs = list(range(state)) + list(range(state + cameras, per_step)) + list(range(state, state + cameras))
-    order = [step * per_step + i for step in range(config.n_obs_steps) for i in theirs]
+    first = cameras if to == "policylab" else env  # the block after the state in the order weights are in now
+    source = list(range(state)) + list(range(state + first, per_step)) + list(range(state, state + first))
+    order = [step * per_step + i for step in range(config.n_obs_steps) for i in source]
     for key in [k for k in weights if k.endswith("cond_encoder.1.weight")]:
         w = weights[key]
         embed = w.shape[1] - len(order)  # the diffusion-step embedding's columns come first
@@ -282,13 +285,13 @@ def export_to_lerobot(policy, folder: Path) -> list[Path]:
     data = {"type": config.type, **{name: getattr(config, name) for name in (*COMMON_FIELDS, *fields)},
             "input_features": features, "output_features": outputs, "normalization_mapping": mapping,
             "pretrained_backbone_weights": None, "device": "cpu", "use_amp": False, "push_to_hub": False}  # fmt: skip
-    (folder / "config.json").write_text(json.dumps(data, indent=4) + "\n")
+    write_json(folder / "config.json", data, indent=4)
     state = policy.state_dict()
     weights = {
         _inverse_rename(k, config): v.contiguous() for k, v in state.items() if not k.startswith(NORMALIZERS)
     }
     if config.type == "diffusion":
-        _to_lerobot_condition(weights, config)
+        _reorder_condition(weights, config, to="lerobot")
     save_file(weights, str(folder / "model.safetensors"))
     stats = {}
     for normalizer in (policy.normalize_inputs, policy.normalize_targets):
@@ -297,7 +300,7 @@ def export_to_lerobot(policy, folder: Path) -> list[Path]:
             stats[f"{next(k for k in modes if k.replace('.', '_') == key)}.{stat}"] = value.contiguous()
     written = [folder / "config.json", folder / "model.safetensors"]
     for name, steps in _processor_steps(features, outputs, mapping).items():
-        (folder / f"{name}.json").write_text(json.dumps({"name": name, "steps": steps}, indent=2) + "\n")
+        write_json(folder / f"{name}.json", {"name": name, "steps": steps})
         written.append(folder / f"{name}.json")
         for step in steps:
             if "state_file" in step:
@@ -334,20 +337,3 @@ def _processor_steps(inputs: dict, outputs: dict, mapping: dict) -> dict[str, li
             device,
         ],  # fmt: skip
     }
-
-
-def _to_lerobot_condition(weights: dict[str, torch.Tensor], config) -> None:
-    """The inverse of `_reorder_condition`: policylab's condition columns in LeRobot's order."""
-    shapes = config.input_shapes
-    state = shapes.get("observation.state", [0])[0]
-    env = shapes.get("observation.environment_state", [0])[0]
-    cameras = 2 * config.spatial_softmax_num_keypoints * len(config.image_keys)
-    if not (env and cameras):
-        return
-    per_step = state + cameras + env
-    ours = list(range(state)) + list(range(state + env, per_step)) + list(range(state, state + env))
-    order = [step * per_step + i for step in range(config.n_obs_steps) for i in ours]
-    for key in [k for k in weights if k.endswith("cond_encoder.1.weight")]:
-        w = weights[key]
-        embed = w.shape[1] - len(order)
-        weights[key] = torch.cat([w[:, :embed], w[:, embed:][:, order]], dim=1)

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from policylab.study.probe import chunk_distance, mode_stats, modes, predicted_chunks
+from policylab.study.probe import chunk_distance, mode_stats, modes, predicted_chunks, predicted_steps
 
 HORIZON = 16
 RADIUS = 30.0
@@ -63,3 +63,8 @@ def test_predicted_chunks_start_at_the_current_step():
     observation = {"observation.state": np.zeros(2, np.float32), "unused": np.zeros(3)}
     got = predicted_chunks(ConstantChunks(chunk, offset=1), observation, n=3, horizon=4, seed=0)
     np.testing.assert_array_equal(got, np.repeat(chunk[:, 1:5], 3, axis=0))
+
+
+def test_predicted_steps_leave_out_the_steps_before_now():
+    assert predicted_steps(ConstantChunks(np.zeros((1, HORIZON + 1, 2)), offset=1)) == HORIZON
+    assert predicted_steps(ConstantChunks(np.zeros((1, HORIZON, 2)), offset=0)) == HORIZON

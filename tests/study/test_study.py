@@ -57,7 +57,7 @@ def test_a_tiny_study_measures_every_row_and_resumes(tmp_path):
         "--study.steps_per_run=4", "--study.n_seeds=2", "--study.n_checkpoints=2", "--dataset.num_episodes=2",
         "--eval.n_episodes=2", "--eval.max_episode_steps=10", "--eval.batch_size=2", "--tune.n_trials=2",
         "--tune.steps=2", "--tune.n_episodes=1", "--probe.n_states=1", "--probe.n_demos=4", "--probe.n_samples=3",
-        "--probe.horizon=4", "--probe.radius_px=1", "--bench.n_calls=2", "--bench.control_steps=4",
+        "--probe.horizon=16", "--probe.radius_px=1", "--bench.n_calls=2", "--bench.control_steps=4",
         f"--output_dir={out}",
     ]  # fmt: skip
     result = run_policylab("study", *flags)
@@ -68,6 +68,7 @@ def test_a_tiny_study_measures_every_row_and_resumes(tmp_path):
     assert [row[""] for row in study["table"]] == list(ROWS)
     for row in study["table"]:
         assert row["ACT"] and row["Diffusion"] and "not measured" not in row["ACT"] + row["Diffusion"], row
+    assert json.loads((out / "measurements" / "probe.json").read_text())["horizon"] == 5  # ACT predicts 5 steps
     assert "DDPM-20" in study["table"][0]["Diffusion"] and "DDIM-10" in study["table"][0]["Diffusion"]
 
     page = Cells()

@@ -134,7 +134,7 @@ def modes_cell(m: dict, policy: str) -> str:
     return (f"covers {probe['covered_modes']:.1f} of {probe['demonstrated_modes']:.1f} demonstrated modes, predicts "
             f"{probe['policy_modes']:.1f} modes; {100 * probe['off_mode_share']:.0f} % of chunks off the demonstrations; "
             f"{100 * probe['committed_rollout_share']:.0f} % of rollouts commit to a demonstrated mode "
-            f"({probe['split_states']} start states)")  # fmt: skip
+            f"({probe['split_states']} start states, first {m['probe']['horizon']} actions)")  # fmt: skip
 
 
 def tuning_cell(m: dict, policy: str) -> str:

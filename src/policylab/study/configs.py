@@ -108,7 +108,7 @@ class ProbeSettings:
     n_states: start states probed (env seeds from seed).
     n_demos: expert demonstrations drawn from each start state (the expert's own seed varies).
     n_samples: action chunks each policy predicts from the start observation, and rollouts per state.
-    horizon: actions compared (the first steps of each chunk).
+    horizon: actions compared (the first steps of each chunk; fewer when a probed policy predicts fewer).
     radius_px: two chunks within this mean distance (px) are the same mode; a chunk farther than this from
         every demonstrated mode is off the demonstrations.
     seed: env seed of the first start state.

@@ -90,6 +90,12 @@ def demonstrations_from(seed: int, n_demos: int, horizon: int) -> ProbeState:
     return ProbeState(seed, observation, np.stack(chunks))
 
 
+def predicted_steps(policy) -> int:
+    """Actions a policy predicts from the current step on: its chunk less the steps before now."""
+    indices = policy.config.action_delta_indices
+    return len(indices) + indices[0]
+
+
 def predicted_chunks(
     policy, observation: dict[str, np.ndarray], n: int, horizon: int, seed: int
 ) -> np.ndarray:

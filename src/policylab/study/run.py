@@ -33,7 +33,7 @@ from policylab.flags import parse_flags
 from policylab.policies import PreTrainedPolicy
 from policylab.runs import Checkpoint, checked_output_dir
 from policylab.study.configs import DEMONSTRATIONS, StudyConfig
-from policylab.study.probe import ProbeState, demonstrations_from, modes, probe_policy
+from policylab.study.probe import ProbeState, demonstrations_from, modes, predicted_steps, probe_policy
 from policylab.training import TrainConfig
 from policylab.training import train as run_training
 from policylab.tuning import TuneConfig, run_tune
@@ -299,23 +299,28 @@ def probe(config: StudyConfig, runs: dict, out: Path) -> dict:
     saved = saved_with(cache, settings)
     if saved is not None:
         return {k: v for k, v in saved.items() if k != "settings"}
-    states = probe_states(config)
-    result = {"states": [{"seed": s.seed, "demonstrated": s.demonstrated.round(2).tolist(),
+    policies = {
+        policy: PreTrainedPolicy.from_pretrained(runs[Cell(policy, "diverse", config.seed)]["dir"])
+        for policy in config.study.policies
+    }
+    horizon = min([p.horizon, *(predicted_steps(loaded) for loaded in policies.values())])
+    states = probe_states(config, horizon)
+    result = {"horizon": horizon,
+              "states": [{"seed": s.seed, "demonstrated": s.demonstrated.round(2).tolist(),
                           "observation": {k: v.tolist() for k, v in s.observation.items()}} for s in states]}  # fmt: skip
     for policy in stage(config.study.policies, "multi-modality probe"):
-        run = runs[Cell(policy, "diverse", config.seed)]["dir"]
-        loaded = PreTrainedPolicy.from_pretrained(run)
-        result[policy] = probe_policy(loaded, states, p.n_samples, p.horizon, p.radius_px)
+        result[policy] = probe_policy(policies[policy], states, p.n_samples, horizon, p.radius_px)
     write_json(cache, {"settings": settings, **result})
     return result
 
 
-def probe_states(config: StudyConfig) -> list[ProbeState]:
-    """Up to `n_states` start states (from `seed` on) whose demonstrations split between two or more modes."""
+def probe_states(config: StudyConfig, horizon: int) -> list[ProbeState]:
+    """Up to `n_states` start states (from `seed` on) whose first `horizon` demonstrated actions split between
+    two or more modes."""
     p, states = config.probe, []
     candidates = range(p.seed, p.seed + PROBE_CANDIDATES * p.n_states)
     for seed in tqdm(candidates, desc="study: probe states", unit="state", leave=False):
-        state = demonstrations_from(seed, p.n_demos, p.horizon)
+        state = demonstrations_from(seed, p.n_demos, horizon)
         if len(modes(state.demonstrated, p.radius_px)) >= 2:
             states.append(state)
         if len(states) == p.n_states:

@@ -1,5 +1,6 @@
 """`policylab export --to=lerobot`: a policylab policy in LeRobot 0.6's layout, acting the same there."""
 
+import dataclasses
 import os
 import subprocess
 
@@ -58,6 +59,9 @@ def test_what_lerobot_cannot_run_is_refused_naming_the_field(tmp_path):
                        dim_model=16, n_heads=2, dim_feedforward=16, chunk_size=4, n_action_steps=4)  # fmt: skip
     stats = {k: {"mean": torch.zeros(2), "std": torch.ones(2)} for k in ("observation.state", "action")}
     with pytest.raises(CheckpointError, match=r"n_obs_steps=2: LeRobot's act has no such option"):
+        export_to_lerobot(ACTPolicy(config, dataset_stats=stats), tmp_path)
+    config = dataclasses.replace(config, n_obs_steps=1, vision_backbone="small_cnn")
+    with pytest.raises(CheckpointError, match=r"vision_backbone='small_cnn': LeRobot's act has only ResNets"):
         export_to_lerobot(ACTPolicy(config, dataset_stats=stats), tmp_path)
 
 

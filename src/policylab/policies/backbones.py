@@ -1,4 +1,5 @@
-"""Vision backbones from torchvision: a ResNet trunk (no pooling, no classifier) returning its last feature map.
+"""Vision backbones: a torchvision ResNet trunk (no pooling, no classifier), or a small convolutional trunk for
+small frames on a CPU; each returns its last feature map.
 
 ImageNet weights come through torchvision's own mechanism, which reads them from the torch hub cache
 (`torch.hub.get_dir()/checkpoints/`) or downloads them there. Offline without the file, loading fails with
@@ -18,6 +19,9 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from policylab.errors import PolicylabError
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
+SMALL_CNN = "small_cnn"
+BACKBONES = (*RESNETS, SMALL_CNN)
+SMALL_CNN_CHANNELS = (32, 64, 128, 128)  # one 3x3 convolution each; the first three stride 2
 
 
 class BackboneWeightsError(PolicylabError, RuntimeError):
@@ -47,6 +51,40 @@ def resnet_trunk(
     )
     trunk = nn.Sequential(*list(model.children())[:-2])
     return trunk, model.fc.in_features
+
+
+def vision_trunk(
+    name: str,
+    weights: str | None,
+    norm_layer: Callable[[int], nn.Module] = FrozenBatchNorm2d,
+    replace_final_stride_with_dilation: bool = False,
+    without_weights_flag: str = "--policy.pretrained_backbone=false",
+) -> tuple[nn.Sequential, int]:
+    """The trunk called `name` (one of BACKBONES) and its output channels; see resnet_trunk and small_cnn_trunk."""
+    if name != SMALL_CNN:
+        return resnet_trunk(
+            name, weights, norm_layer, replace_final_stride_with_dilation, without_weights_flag
+        )
+    if weights is not None:
+        raise ValueError(
+            f"{SMALL_CNN} has no pretrained weights; train it from scratch with {without_weights_flag}"
+        )
+    if replace_final_stride_with_dilation:
+        raise ValueError(
+            f"replace_final_stride_with_dilation is for ResNets; {SMALL_CNN} has no final stride"
+        )
+    return small_cnn_trunk()
+
+
+def small_cnn_trunk() -> tuple[nn.Sequential, int]:
+    """3x3 convolutions with group norm and ReLU, made for 64-96 px frames:
+    (B, 3, H, W) -> (B, 128, ~H/8, ~W/8); about 1/10 of ResNet-18's multiply-adds at 96x96."""
+    layers, channels = [], 3
+    for i, out in enumerate(SMALL_CNN_CHANNELS):
+        stride = 2 if i < len(SMALL_CNN_CHANNELS) - 1 else 1
+        layers += [nn.Conv2d(channels, out, 3, stride=stride, padding=1), group_norm_layer(out), nn.ReLU()]
+        channels = out
+    return nn.Sequential(*layers), channels
 
 
 def _pretrained_weights(name: str, weights_name: str, without_weights_flag: str):

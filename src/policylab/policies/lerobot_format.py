@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from policylab.policies.backbones import RESNETS
 from policylab.policies.pretrained import CheckpointError, PreTrainedConfig
 from policylab.utils.files import write_json
 
@@ -243,6 +244,10 @@ def _inverse_rename(name: str, config: PreTrainedConfig) -> str:
 
 def check_exportable(config: PreTrainedConfig) -> None:
     """Refuse what LeRobot would run differently, naming the field."""
+    if config.vision_backbone not in RESNETS:
+        raise CheckpointError(
+            f"vision_backbone={config.vision_backbone!r}: LeRobot's {config.type} has only ResNets"
+        )
     for name, value in POLICYLAB_ONLY[config.type].items():
         if getattr(config, name) != value:
             raise CheckpointError(

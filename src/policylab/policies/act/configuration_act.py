@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from policylab.policies.backbones import RESNETS
+from policylab.policies.backbones import BACKBONES, SMALL_CNN
 from policylab.policies.pretrained import PreTrainedConfig, TrainingPreset
 
 ACTIVATIONS = ("relu", "gelu")
@@ -22,7 +22,8 @@ class ACTConfig(PreTrainedConfig):
     chunk_size: actions predicted per model call (the chunk, 100 in the paper: 10 s at PushT's 10 Hz).
     n_action_steps: actions executed from a chunk before the model runs again (<= chunk_size; 1 with
         temporal ensembling).
-    vision_backbone: torchvision ResNet for camera inputs: resnet18, resnet34 or resnet50.
+    vision_backbone: the camera encoder: a torchvision ResNet (resnet18, resnet34, resnet50) or small_cnn, four
+        3x3 convolutions with group norm for small frames on a CPU (from scratch: no pretrained weights).
     resize_shape: resize every camera image to [height, width] before the backbone (e.g. [120, 160] for a
         480x640 robot camera on a CPU); null keeps each camera's own size.
     pretrained_backbone: start the backbone from torchvision's ImageNet weights (read from the torch hub cache,
@@ -93,8 +94,15 @@ class ACTConfig(PreTrainedConfig):
             )
         if self.resize_shape is not None and (len(self.resize_shape) != 2 or min(self.resize_shape) < 1):
             raise ValueError(f"resize_shape={self.resize_shape}: expected [height, width]")
-        if self.vision_backbone not in RESNETS:
-            raise ValueError(f"vision_backbone '{self.vision_backbone}' is not one of {', '.join(RESNETS)}")
+        if self.vision_backbone not in BACKBONES:
+            raise ValueError(f"vision_backbone '{self.vision_backbone}' is not one of {', '.join(BACKBONES)}")
+        if self.vision_backbone == SMALL_CNN and (
+            self.pretrained_backbone or self.replace_final_stride_with_dilation
+        ):
+            raise ValueError(
+                f"vision_backbone={SMALL_CNN} trains from scratch with its own strides: it takes neither "
+                "pretrained_backbone=true nor replace_final_stride_with_dilation=true"
+            )
         if self.feedforward_activation not in ACTIVATIONS:
             raise ValueError(
                 f"feedforward_activation '{self.feedforward_activation}' is not one of {', '.join(ACTIVATIONS)}"

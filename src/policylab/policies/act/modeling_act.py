@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from policylab.constants import ACTION, OBS_ENV_STATE, OBS_STATE, PAD_SUFFIX
 from policylab.policies.act.configuration_act import ACTConfig
-from policylab.policies.backbones import resize_images, resnet_trunk
+from policylab.policies.backbones import resize_images, vision_trunk
 from policylab.policies.pretrained import (
     ObservationError,
     ObservationHistory,
@@ -199,7 +199,7 @@ class ACT(nn.Module):
             self.register_buffer("vae_encoder_pos_enc", sinusoidal_embedding_1d(n_vae_tokens, d).unsqueeze(0))
 
         if self.image_keys:
-            self.backbone, channels = resnet_trunk(
+            self.backbone, channels = vision_trunk(
                 config.vision_backbone,
                 "IMAGENET1K_V1" if config.pretrained_backbone else None,
                 replace_final_stride_with_dilation=config.replace_final_stride_with_dilation,

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from policylab.constants import OBS_IMAGE
-from policylab.policies.backbones import RESNETS
+from policylab.policies.backbones import BACKBONES, SMALL_CNN
 from policylab.policies.pretrained import PreTrainedConfig, TrainingPreset
 
 NOISE_SCHEDULERS = ("DDPM", "DDIM", "LCM")
@@ -24,7 +24,8 @@ class DiffusionConfig(PreTrainedConfig):
     horizon: actions the diffusion model generates per sample (T), starting at the first observation step.
     n_action_steps: actions executed from each sample before sampling again (Ta); the executed ones start at
         the current step (index n_obs_steps - 1 of the horizon).
-    vision_backbone: torchvision ResNet for camera inputs: resnet18, resnet34 or resnet50.
+    vision_backbone: the camera encoder: a torchvision ResNet (resnet18, resnet34, resnet50) or small_cnn, four
+        3x3 convolutions with group norm for small frames on a CPU (from scratch: no pretrained weights).
     pretrained_backbone_weights: torchvision weights to start from, e.g. "ResNet18_Weights.IMAGENET1K_V1"
         (needs use_group_norm=false: batch-norm statistics cannot become group norm). Default: none.
     use_group_norm: replace the backbone's batch norm with group norm (16 channels per group).
@@ -110,7 +111,7 @@ class DiffusionConfig(PreTrainedConfig):
             "prediction_type": PREDICTION_TYPES,
             "beta_schedule": BETA_SCHEDULES,
             "timestep_spacing": TIMESTEP_SPACINGS,
-            "vision_backbone": RESNETS,
+            "vision_backbone": BACKBONES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -152,6 +153,10 @@ class DiffusionConfig(PreTrainedConfig):
             raise ValueError(
                 f"LCM samples at most original_inference_steps={self.original_inference_steps} steps, "
                 f"num_inference_steps={self.num_inference_steps} asked for more"
+            )
+        if self.pretrained_backbone_weights and self.vision_backbone == SMALL_CNN:
+            raise ValueError(
+                f"vision_backbone={SMALL_CNN} has no pretrained weights (pretrained_backbone_weights=null)"
             )
         if self.pretrained_backbone_weights and self.use_group_norm:
             raise ValueError(

@@ -11,7 +11,7 @@ import torchvision.transforms.v2 as T  # noqa: N812
 from torch import Tensor, nn
 
 from policylab.constants import OBS_ENV_STATE, OBS_STATE
-from policylab.policies.backbones import group_norm_layer, resize_images, resnet_trunk
+from policylab.policies.backbones import group_norm_layer, resize_images, vision_trunk
 from policylab.policies.diffusion.configuration_diffusion import DiffusionConfig
 
 
@@ -36,7 +36,7 @@ class RgbEncoder(nn.Module):
     def __init__(self, config: DiffusionConfig, image_key: str):
         super().__init__()
         norm_layer = group_norm_layer if config.use_group_norm else nn.BatchNorm2d
-        self.backbone, channels = resnet_trunk(
+        self.backbone, channels = vision_trunk(
             config.vision_backbone,
             config.pretrained_backbone_weights,
             norm_layer=norm_layer,

@@ -63,7 +63,12 @@ def test_the_small_cnn_refuses_pretrained_weights_naming_the_field():
 def stats(config) -> dict:
     shapes = {**config.input_shapes, **config.output_shapes}
     return {
-        key: {"mean": torch.zeros(size), "std": torch.ones(size), "min": torch.zeros(size), "max": torch.ones(size)}
+        key: {
+            "mean": torch.zeros(size),
+            "std": torch.ones(size),
+            "min": torch.zeros(size),
+            "max": torch.ones(size),
+        }
         for key, shape in shapes.items()
         for size in [(shape[0], 1, 1) if len(shape) == 3 else tuple(shape)]
     }

@@ -68,7 +68,9 @@ def test_a_tiny_study_measures_every_row_and_resumes(tmp_path):
     assert [row[""] for row in study["table"]] == list(ROWS)
     for row in study["table"]:
         assert row["ACT"] and row["Diffusion"] and "not measured" not in row["ACT"] + row["Diffusion"], row
-    assert json.loads((out / "measurements" / "probe.json").read_text())["horizon"] == 5  # ACT predicts 5 steps
+    assert (
+        json.loads((out / "measurements" / "probe.json").read_text())["horizon"] == 5
+    )  # ACT predicts 5 steps
     assert "DDPM-20" in study["table"][0]["Diffusion"] and "DDIM-10" in study["table"][0]["Diffusion"]
 
     page = Cells()

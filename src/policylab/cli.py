@@ -156,6 +156,38 @@ def compare(parsed) -> None:
     run_compare(*parsed)
 
 
+def parse_pretrain(args: list[str]):
+    from policylab.training.pretrain import PRETRAIN_CONFIG, PretrainConfig
+
+    saved = _saved_run_config(args, PRETRAIN_CONFIG)
+    return parse_flags(PretrainConfig, args, "policylab pretrain", defaults_path=saved)
+
+
+def pretrain(config) -> None:
+    from policylab.training.pretrain import PRETRAIN_INFO, run_pretrain
+
+    try:
+        output_dir = run_pretrain(config)
+    except KeyboardInterrupt:
+        print(
+            f"\npolicylab pretrain: interrupted; continue with: policylab pretrain --output_dir={config.output_dir} "
+            "--resume=true",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
+    info = json.loads(Path(output_dir, PRETRAIN_INFO).read_text())
+    if "held_out" in info:
+        print(
+            f"{info['target']} predicted from the frames of {len(info['held_out_episodes'])} held-out episodes "
+            f"with a mean |error| of {info['held_out']['target_l1']:.3g} (dataset units)"
+        )
+    print(
+        f"pretrained trunk written to {Path(output_dir).resolve()}; start a policy from it with "
+        f"policylab train --init_from={output_dir} and the same --policy.* flags (--training.lr_backbone=0 "
+        "keeps it frozen)"
+    )
+
+
 def parse_distill(args: list[str]):
     from policylab.training.distill import DISTILL_CONFIG, DistillConfig
 
@@ -310,6 +342,11 @@ COMMANDS = {
     ),
     "compare": Command(
         parse_compare, compare, "evaluate and benchmark several policies on the same seeds into one report"
+    ),
+    "pretrain": Command(
+        parse_pretrain,
+        pretrain,
+        "pretrain a policy's camera trunk to predict a recorded feature from the frames",
     ),
     "distill": Command(
         parse_distill, distill, "distill a trained Diffusion Policy into a 1-to-few-step consistency student"

@@ -30,6 +30,7 @@ CHECKPOINTS_DIR = "checkpoints"
 LAST_CHECKPOINT = "last"
 PRETRAINED_MODEL_DIR = "pretrained_model"
 TRAINING_STATE_DIR = "training_state"
+HEAD_WEIGHTS = "head.safetensors"  # in training_state/: a pretraining head (`policylab pretrain`)
 TRAIN_CONFIG = "train_config.json"
 METRICS_FILE = "metrics.jsonl"
 SPLIT_FILE = "split.json"  # the episodes a run trained on and held out

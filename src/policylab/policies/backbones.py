@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 import torchvision
-from torch import nn
+from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from policylab.errors import PolicylabError
@@ -118,6 +118,21 @@ def resize_images(images: torch.Tensor, shape: list[int] | None) -> torch.Tensor
     return torch.nn.functional.interpolate(
         images, size=tuple(shape), mode="bilinear", antialias=True, align_corners=False
     )
+
+
+class SpatialSoftmax(nn.Module):
+    """Spatial soft-argmax (Finn et al. 2016; Levine et al. 2016): the expected image position of each
+    keypoint's attention map. (B, C, H, W) -> (B, K, 2) coordinates (x, y) in [-1, 1]."""
+
+    def __init__(self, channels: int, height: int, width: int, num_keypoints: int):
+        super().__init__()
+        self.keypoint_maps = nn.Conv2d(channels, num_keypoints, kernel_size=1)
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1))  # (H*W, 2)
+
+    def forward(self, features: Tensor) -> Tensor:
+        maps = self.keypoint_maps(features).flatten(2)  # (B, K, H*W)
+        return maps.softmax(dim=-1) @ self.grid  # (B, K, 2)
 
 
 def group_norm_layer(channels: int) -> nn.GroupNorm:

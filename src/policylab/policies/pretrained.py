@@ -341,9 +341,28 @@ class PreTrainedPolicy(nn.Module):
         for network in self.inference_networks():
             network.compile()
 
+    def camera_backbones(self) -> list[nn.Module]:
+        """The vision trunks of the camera encoders (what `lr_backbone` and `policylab pretrain` act on)."""
+        return []
+
+    def camera_features(self, key: str, images: Tensor) -> Tensor:
+        """Normalized frames of camera `key` (N, C, H, W) -> the trunk's feature map (N, C', h, w), resized and
+        cropped as the policy does before its trunk."""
+        raise NotImplementedError
+
+    def freeze_camera_backbones(self) -> None:
+        """Stop training the trunks: no gradient is computed through their weights (lr_backbone=0)."""
+        for backbone in self.camera_backbones():
+            backbone.requires_grad_(False)
+
     def optim_param_groups(self, lr: float, lr_backbone: float | None) -> list[dict]:
-        """Parameter groups for the optimizer; policies with a vision backbone may train it at `lr_backbone`."""
-        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+        """Parameter groups for the optimizer: the trunks in a group of their own at `lr_backbone` when given."""
+        trunk = [p for b in self.camera_backbones() for p in b.parameters() if p.requires_grad]
+        if lr_backbone is None or not trunk:
+            return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+        in_trunk = {id(p) for p in trunk}
+        others = [p for p in self.parameters() if p.requires_grad and id(p) not in in_trunk]
+        return [{"params": others, "lr": lr}, {"params": trunk, "lr": lr_backbone}]
 
     # -- saving and loading -------------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> Path:

@@ -6,6 +6,7 @@
                         optimizer.safetensors AdamW moments, keyed "<param index>.<name>"
                         rng.safetensors       torch CPU (and CUDA) generator states
                         model.safetensors     the raw (non-averaged) weights, only when EMA is on
+                        head.safetensors      a pretraining head's weights (`policylab pretrain` only)
 
 A checkpoint is written into a temporary folder and renamed into place, then `last` (a relative symlink)
 is swapped atomically, so a kill at any moment leaves the previous checkpoint intact.
@@ -13,6 +14,7 @@ is swapped atomically, so a kill at any moment leaves the previous checkpoint in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -25,7 +27,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from policylab.constants import CHECKPOINTS_DIR, LAST_CHECKPOINT, PRETRAINED_MODEL_DIR, TRAINING_STATE_DIR
+from policylab.constants import (
+    CHECKPOINTS_DIR,
+    HEAD_WEIGHTS,
+    LAST_CHECKPOINT,
+    PRETRAINED_MODEL_DIR,
+    TRAINING_STATE_DIR,
+)
 from policylab.policies import CheckpointError, PreTrainedPolicy
 from policylab.policies.pretrained import WEIGHTS_NAME, read_weights
 
@@ -39,6 +47,16 @@ class TrainingState:
     ema: object | None = None  # diffusers.training_utils.EMAModel
     scaler: torch.amp.GradScaler | None = None  # float16 mixed precision only
     train_seconds: float = 0.0  # wall time spent in the training loop, over every resumed session
+    head: torch.nn.Module | None = None  # an objective's own trained module (a pretraining head), kept here
+
+
+def save_command_config(output_dir: Path, config, name: str) -> None:
+    """Write a command's settings (a config dataclass) as `output_dir/name` when the run is new, so that
+    `--resume=true` reads them back; a run with a checkpoint keeps the file it started with."""
+    if last_checkpoint(output_dir) is None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        saved = {**dataclasses.asdict(config), "output_dir": str(output_dir), "resume": False}
+        (output_dir / name).write_text(json.dumps(saved, indent=2) + "\n")
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
@@ -109,6 +127,9 @@ def _write_training_state(folder: Path, step: int, policy: PreTrainedPolicy, sta
     if state.ema is not None:
         raw = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
         save_file(raw, str(folder / WEIGHTS_NAME))
+    if state.head is not None:
+        head = {k: v.detach().cpu().contiguous() for k, v in state.head.state_dict().items()}
+        save_file(head, str(folder / HEAD_WEIGHTS))
     numpy_state, python_state = np.random.get_state(), random.getstate()
     info = {
         "step": step,
@@ -156,6 +177,8 @@ def _restore(
         ]
         state.ema.optimization_step = info["ema_optimization_step"]
 
+    if state.head is not None:
+        state.head.load_state_dict(_read_safetensors(folder / HEAD_WEIGHTS))
     optimizer_state: dict[int, dict] = {}
     for key, value in _read_safetensors(folder / "optimizer.safetensors").items():
         index, name = key.split(".", 1)

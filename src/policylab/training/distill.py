@@ -14,16 +14,15 @@ saved like any checkpoint, so eval, bench, plot and compare take it as they take
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from policylab.constants import CHECKPOINTS_DIR, LAST_CHECKPOINT
 from policylab.datasets import DatasetConfig
 from policylab.errors import ConfigError
 from policylab.policies.diffusion import DiffusionPolicy
 from policylab.policies.diffusion.consistency import ConsistencyDistillation, check_teacher_steps
 from policylab.runs import Checkpoint, checked_output_dir, default_output_dir
+from policylab.training.checkpoints import save_command_config
 from policylab.training.configs import TrainConfig, TrainingConfig
 from policylab.training.trainer import train
 from policylab.utils.device import select_device
@@ -153,10 +152,7 @@ def run_distill(config: DistillConfig) -> Path:
         seed=config.seed,
         device=config.device,
     )
-    if not (output_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT).exists():  # a new run: record how to resume it
-        output_dir.mkdir(parents=True, exist_ok=True)
-        saved = {**dataclasses.asdict(config), "output_dir": str(output_dir), "resume": False}
-        (output_dir / DISTILL_CONFIG).write_text(json.dumps(saved, indent=2) + "\n")
+    save_command_config(output_dir, config, DISTILL_CONFIG)
 
     def objective(student: DiffusionPolicy) -> ConsistencyDistillation:
         return ConsistencyDistillation(

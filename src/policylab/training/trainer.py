@@ -172,13 +172,22 @@ def resolve_hyperparameters(
 
 
 def make_training_state(
-    policy: PreTrainedPolicy, hyper: Hyperparameters, device: torch.device
+    policy: PreTrainedPolicy,
+    hyper: Hyperparameters,
+    device: torch.device,
+    head: torch.nn.Module | None = None,
 ) -> TrainingState:
+    """Optimizer, schedule and EMA of `policy` (and of an objective's `head`, trained at lr alongside it)."""
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
+    if hyper.lr_backbone == 0:
+        policy.freeze_camera_backbones()
+    groups = policy.optim_param_groups(hyper.lr, hyper.lr_backbone)
+    if head is not None:
+        groups.append({"params": list(head.parameters()), "lr": hyper.lr})
     optimizer = torch.optim.AdamW(
-        policy.optim_param_groups(hyper.lr, hyper.lr_backbone),
+        groups,
         lr=hyper.lr,
         betas=hyper.betas,
         eps=hyper.eps,
@@ -193,7 +202,7 @@ def make_training_state(
     ema = None
     if hyper.ema_decay is not None:  # Diffusion Policy's EMA: decay warms up as 1 - (1 + step)^-0.75
         ema = EMAModel(policy.parameters(), decay=hyper.ema_decay, use_ema_warmup=True, power=0.75)
-    return TrainingState(optimizer, scheduler, ema)
+    return TrainingState(optimizer, scheduler, ema, head=head)
 
 
 def prepare_output_dir(config: TrainConfig, output_dir: Path, saved_path: Path) -> Path | None:
@@ -304,7 +313,8 @@ def train(
     `evaluate(policy) -> metrics` is called every `training.eval_freq` steps (with the EMA weights when
     EMA is on) and its result is logged.
     `objective(policy)` gives the module whose `forward(batch)["loss"]` is minimized (default: the policy's
-    own loss); the policy is what is optimized and saved. `initial_weights` start a new run (not a resumed one).
+    own loss); the policy is what is optimized and saved, with the objective's `head` module if it has one
+    (trained at lr, kept in the training state). `initial_weights` start a new run (not a resumed one).
     """
     check_config(config)
     device = select_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -342,7 +352,8 @@ def train(
         initial_weights = weights_to_start_from(config.init_from, policy, ddp.is_main)
     if checkpoint is None and initial_weights is not None:
         policy.load_state_dict(initial_weights)
-    state = make_training_state(policy, hyper, device)
+    model = policy if objective is None else objective(policy)
+    state = make_training_state(policy, hyper, device, getattr(model, "head", None))
     state.scaler = scaler  # before loading a checkpoint: a resumed float16 run gets its loss scale back
     start_step = 0 if checkpoint is None else load_checkpoint(checkpoint, policy, state)
     if start_step >= hyper.steps and ddp.is_main:
@@ -362,7 +373,6 @@ def train(
             json.dumps(dataclasses.asdict(hyper), indent=2) + "\n"
         )
 
-    model = policy if objective is None else objective(policy)
     if ddp.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
@@ -503,7 +513,7 @@ class TrainingLoop:
             scaler.unscale_(optimizer)
         else:
             loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), t.grad_clip_norm or math.inf)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip_norm or math.inf)
         loss_value, grad_norm_value = loss.item(), grad_norm.item()
         # with float16 loss scaling, infinite gradients are expected now and then (the scaler skips those steps)
         finite_gradients = scaler is not None or math.isfinite(grad_norm_value)

@@ -67,17 +67,11 @@ class ACTPolicy(PreTrainedPolicy):
     def inference_networks(self) -> list[nn.Module]:
         return [self.model]
 
-    def optim_param_groups(self, lr: float, lr_backbone: float | None) -> list[dict]:
-        backbone = [
-            p for n, p in self.named_parameters() if n.startswith("model.backbone.") and p.requires_grad
-        ]
-        others = [
-            p for n, p in self.named_parameters() if not n.startswith("model.backbone.") and p.requires_grad
-        ]
-        groups = [{"params": others, "lr": lr}]
-        if backbone:
-            groups.append({"params": backbone, "lr": lr if lr_backbone is None else lr_backbone})
-        return groups
+    def camera_backbones(self) -> list[nn.Module]:
+        return [self.model.backbone] if self.config.image_keys else []
+
+    def camera_features(self, key: str, images: Tensor) -> Tensor:
+        return self.model.camera_features(images)
 
     def _inputs(self, observation: dict[str, Tensor]) -> dict[str, Tensor]:
         """Normalized inputs (B, To, *shape); a single step is repeated To times."""
@@ -272,11 +266,14 @@ class ACT(nn.Module):
         decoded = self.decoder(queries, memory, positions, self.decoder_pos_embed.weight.unsqueeze(0))
         return self.action_head(decoded), (mu, log_sigma_x2)  # (B, k, Da)
 
+    def camera_features(self, frames: Tensor) -> Tensor:
+        """(N, C, H, W) normalized frames -> (N, C', h, w), resized first when resize_shape is set."""
+        return self.backbone(resize_images(frames, self.config.resize_shape))
+
     def image_tokens(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """images (B, To, C, H, W) -> tokens (B, To*h*w, D) and their positions (1, To*h*w, D)."""
         batch_size, n_steps = images.shape[:2]
-        frames = resize_images(images.flatten(0, 1), self.config.resize_shape)  # (B*To, C, H, W)
-        features = self.backbone(frames)  # (B*To, C', h, w)
+        features = self.camera_features(images.flatten(0, 1))  # (B*To, C', h, w)
         tokens = self.encoder_img_feat_input_proj(features).flatten(2).transpose(1, 2)  # (B*To, h*w, D)
         positions = self.encoder_cam_feat_pos_embed(features).flatten(2).transpose(1, 2)  # (1, h*w, D)
         if n_steps > 1:

@@ -81,6 +81,12 @@ class DiffusionPolicy(PreTrainedPolicy):
         self._history = ObservationHistory(self.config.input_shapes, self.config.n_obs_steps)
         self._action_queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
 
+    def camera_backbones(self) -> list[nn.Module]:
+        return [encoder.backbone for encoder in self.observation_encoder.rgb_encoders]
+
+    def camera_features(self, key: str, images: Tensor) -> Tensor:
+        return self.observation_encoder.encoder_of(key).feature_map(images)
+
     def inference_networks(self) -> list[nn.Module]:
         return [self.unet]  # called once per denoising step; the observation encoder runs once per chunk
 

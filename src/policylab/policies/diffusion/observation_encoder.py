@@ -11,23 +11,8 @@ import torchvision.transforms.v2 as T  # noqa: N812
 from torch import Tensor, nn
 
 from policylab.constants import OBS_ENV_STATE, OBS_STATE
-from policylab.policies.backbones import group_norm_layer, resize_images, vision_trunk
+from policylab.policies.backbones import SpatialSoftmax, group_norm_layer, resize_images, vision_trunk
 from policylab.policies.diffusion.configuration_diffusion import DiffusionConfig
-
-
-class SpatialSoftmax(nn.Module):
-    """Spatial soft-argmax (Finn et al. 2016; Levine et al. 2016): the expected image position of each
-    keypoint's attention map. (B, C, H, W) -> (B, K, 2) coordinates (x, y) in [-1, 1]."""
-
-    def __init__(self, channels: int, height: int, width: int, num_keypoints: int):
-        super().__init__()
-        self.keypoint_maps = nn.Conv2d(channels, num_keypoints, kernel_size=1)
-        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
-        self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1))  # (H*W, 2)
-
-    def forward(self, features: Tensor) -> Tensor:
-        maps = self.keypoint_maps(features).flatten(2)  # (B, K, H*W)
-        return maps.softmax(dim=-1) @ self.grid  # (B, K, 2)
 
 
 class RgbEncoder(nn.Module):
@@ -55,12 +40,16 @@ class RgbEncoder(nn.Module):
         self.pool = SpatialSoftmax(channels, h, w, k)
         self.out = nn.Sequential(nn.Linear(2 * k, 2 * k), nn.ReLU())
 
-    def forward(self, images: Tensor) -> Tensor:
+    def feature_map(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) -> the trunk's (B, C, h, w), after the resize and the crop."""
         images = resize_images(images, self.resize_shape)
         crop = self.crop_train if self.training else self.crop_eval
         if crop is not None:
             images = crop(images)  # one random offset for the whole batch in training
-        return self.out(self.pool(self.backbone(images)).flatten(1))
+        return self.backbone(images)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.out(self.pool(self.feature_map(images)).flatten(1))
 
 
 class ObservationEncoder(nn.Module):
@@ -82,11 +71,14 @@ class ObservationEncoder(nn.Module):
         self.per_step_dim = sum(shapes[k][0] for k in self.vector_keys) + image_dim
         self.output_dim = self.per_step_dim * config.n_obs_steps
 
+    def encoder_of(self, key: str) -> RgbEncoder:
+        return self.rgb_encoders[self.image_keys.index(key) if self.separate else 0]
+
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         batch_size, n_steps = inputs[(self.vector_keys or self.image_keys)[0]].shape[:2]
         features = [inputs[k] for k in self.vector_keys]  # (B, To, D) each
-        for i, key in enumerate(self.image_keys):
-            encoder = self.rgb_encoders[i if self.separate else 0]
+        for key in self.image_keys:
+            encoder = self.encoder_of(key)
             images = inputs[key].flatten(0, 1)  # (B * To, C, H, W)
             features.append(encoder(images).unflatten(0, (batch_size, n_steps)))  # (B, To, 2K)
         return torch.cat(features, dim=-1).flatten(1)  # (B, To * per_step_dim)

@@ -10,7 +10,8 @@ already in OUT/<policy>) for `--minutes`, keeping a checkpoint every
 training time, every kept checkpoint is rolled out for `--episodes` episodes from seed `--seed` with the
 preset's way of acting. Its x coordinate is the training-loop time stored in the checkpoint
 (`training_state/state.json: train_seconds`), i.e. the minutes spent training up to that step, start-up
-and checkpoint writing excluded. Every other flag goes to `policylab train` for each policy; one that a
+and checkpoint writing excluded, plus those of the run's camera-trunk pretraining (OUT/<policy>/pretrain) where
+it has one. Every other flag goes to `policylab train` for each policy; one that a
 policy's preset cannot take (say --policy.use_vae for diffusion) stops the script before any training.
 
 Writes OUT/learning_curve.png (success with its 95% Wilson interval, and mean max coverage, against
@@ -34,14 +35,16 @@ from policylab.policies import PreTrainedPolicy
 from policylab.training import TrainConfig
 
 PRESETS_DIR = Path(__file__).parents[1] / "configs/train"
-# ACT: its 30-minute preset; Diffusion: the keypoint preset of `make demo`, given 14,000 steps; diffusion_image:
-# the image CPU preset as it is (its steps fill about 60 minutes here)
+# ACT: its 30-minute preset; Diffusion: the keypoint preset of `make demo`, given 14,000 steps; the image CPU
+# presets as they are (camera + agent position, the trunk pretrained first)
 PRESETS = {
     "act": [f"--config_path={PRESETS_DIR / 'act_pusht_keypoints_30min_cpu.json'}"],
     "diffusion": [f"--config_path={PRESETS_DIR / 'diffusion_pusht_keypoints_cpu.json'}", "--training.steps=14000"],
+    "act_image": [f"--config_path={PRESETS_DIR / 'act_pusht_image_cpu.json'}"],
     "diffusion_image": [f"--config_path={PRESETS_DIR / 'diffusion_pusht_image_cpu.json'}"],
 }  # fmt: skip
-SAVE_FREQ = {"act": 725, "diffusion": 3500, "diffusion_image": 750}  # steps; ~5.5 (ACT), ~7, ~15 minutes here
+# steps; ~5.5 (ACT), ~7 (Diffusion) and ~10 minutes (images, with mixed precision) here
+SAVE_FREQ = {"act": 725, "diffusion": 3500, "act_image": 700, "diffusion_image": 2000}
 
 
 def train_command(
@@ -79,12 +82,18 @@ def training_minutes(checkpoint: Path) -> float:
     return state["train_seconds"] / 60
 
 
-def evaluate_checkpoint(checkpoint: Path, episodes: int, seed: int) -> dict:
+def pretraining_minutes(run_dir: Path) -> float:
+    """Minutes the run's camera trunk pretrained before the policy trained (0 without that stage)."""
+    last = run_dir / "pretrain" / "checkpoints" / "last"
+    return training_minutes(last) if last.exists() else 0.0
+
+
+def evaluate_checkpoint(checkpoint: Path, episodes: int, seed: int, pretrained_minutes: float) -> dict:
     policy = PreTrainedPolicy.from_pretrained(checkpoint)
     metrics = evaluate_policy(policy, "pusht", n_episodes=episodes, seed=seed, batch_size=25, progress=False)
     return {
         "step": int(checkpoint.name),
-        "minutes": round(training_minutes(checkpoint), 2),
+        "minutes": round(pretrained_minutes + training_minutes(checkpoint), 2),
         "success_rate": metrics["success_rate"],
         "success_rate_ci95": [round(v, 3) for v in metrics["success_rate_ci95"]],
         "avg_max_reward": round(metrics["avg_max_reward"], 3),
@@ -109,7 +118,9 @@ def plot(curves: dict[str, list[dict]], episodes: int, path: Path) -> None:
         axes.set_xlim(left=0)
         axes.grid(alpha=0.3)
         axes.legend()
-    figure.suptitle("PushT: learning per training minute on this machine (keypoints + state unless named)")
+    figure.suptitle(
+        "PushT: learning per training minute on this machine (keypoints + state; _image: camera + state)"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -119,9 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--policies", default="act,diffusion", help="comma-separated: act, diffusion, diffusion_image"
-    )
+    parser.add_argument("--policies", default="act,diffusion", help=f"comma-separated: {', '.join(PRESETS)}")
     parser.add_argument("--dataset-root", default="data/pusht")
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -152,7 +161,9 @@ def main() -> None:
             )
         curves[name] = []
         for checkpoint in checkpoints(run_dir):
-            curves[name].append(evaluate_checkpoint(checkpoint, args.episodes, args.seed))
+            curves[name].append(
+                evaluate_checkpoint(checkpoint, args.episodes, args.seed, pretraining_minutes(run_dir))
+            )
             print(name, json.dumps(curves[name][-1]), file=sys.stderr)
     path = args.output_dir / "learning_curve.png"
     plot(curves, args.episodes, path)

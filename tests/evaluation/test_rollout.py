@@ -91,6 +91,21 @@ def test_rollout_reports_every_metric_and_is_deterministic(tmp_path):
     assert len(frames) == episodes[0]["steps"] + 1 and frames[0].ndim == 3
 
 
+def test_a_camera_policy_s_video_shows_its_frames_beside_the_render(tmp_path):
+    inputs = {**KEYPOINT_INPUTS, "observation.image": [3, 96, 96]}
+    env = make_env("pusht", obs_type="pixels_environment_state_agent_pos")
+    result = evaluate_policy(PushTowardBlock(inputs), env, n_episodes=1, max_steps=3, n_videos=1,
+                             video_dir=tmp_path, progress=False)  # fmt: skip
+    render = env.render()  # (H, W, 3), the full-resolution view
+    with av.open(result["video_paths"][0]) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    scale = render.shape[0] // 96
+    assert first.shape == (render.shape[0], render.shape[1] + 96 * scale, 3)
+    camera = first[: 96 * scale, render.shape[1] :].astype(float)  # the 96x96 frame, enlarged
+    observed = env.reset(seed=0)[0]["observation.image"].repeat(scale, 0).repeat(scale, 1).astype(float)
+    assert np.abs(camera - observed).mean() < 12  # the episode's first camera frame (after video compression)
+
+
 def test_success_ends_the_episode_with_a_given_env_object():
     env = StartAtGoal(make_env("pusht", obs_type="environment_state_agent_pos"))
     result = evaluate_policy(PushTowardBlock(), env, n_episodes=2, max_steps=20, progress=False)

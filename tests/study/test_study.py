@@ -64,6 +64,10 @@ def test_a_tiny_study_measures_every_row_and_resumes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     study = json.loads((out / "study.json").read_text())
     assert len(study["runs"]) == 8  # 2 policies x 2 kinds of demonstrations x 2 seeds
+    # each run trains in a process of its own and reports that process's peak resident set
+    assert all(
+        r["memory_kind"] == "process_rss" and r["train_peak_memory_mb"] > 100 for r in study["runs"].values()
+    )
     assert all(len(points) == 2 and points[-1]["step"] == 4 for points in study["curves"].values())
     assert [row[""] for row in study["table"]] == list(ROWS)
     for row in study["table"]:

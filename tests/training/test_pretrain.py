@@ -46,6 +46,27 @@ def test_pretrain_then_train_from_the_frozen_trunk(recorded_pusht, tmp_path, pol
     assert all(torch.equal(start[k], end[k]) for k in start)  # frozen: the pretrained trunk, unchanged
 
 
+def test_train_with_pretrain_steps_pretrains_the_trunk_first_and_keeps_it_frozen(recorded_pusht, tmp_path):
+    out = tmp_path / "run"
+    flags = [*TINY_DIFFUSION_FLAGS, CAMERA_INPUTS, SMALL_CNN, f"--dataset.root={recorded_pusht}", "--pretrain.steps=6",
+             "--pretrain.batch_size=8", "--training.steps=3", "--training.batch_size=4", f"--output_dir={out}"]  # fmt: skip
+    result = run_policylab("train", *flags)
+    assert result.returncode == 0, result.stderr
+    assert "pretraining the camera trunk to predict observation.environment_state (6 steps)" in result.stderr
+    info = json.loads((out / "pretrain/pretrain_info.json").read_text())
+    assert info["held_out"]["frames"] > 0  # --pretrain.val_fraction of the episodes measure the trunk
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["init_from"] == str(out / "pretrain") and saved["training"]["lr_backbone"] == 0
+    start, end = trunk_of(out / "pretrain"), trunk_of(out)
+    assert start and all(torch.equal(start[k], end[k]) for k in start)
+
+    again = run_policylab("train", *flags, "--resume=true", "--training.steps=4")
+    assert again.returncode == 0, again.stderr
+    assert "pretraining" not in again.stderr  # a run that has started never pretrains again
+    both = run_policylab("train", *flags, f"--init_from={out}", f"--output_dir={tmp_path / 'other'}")
+    assert both.returncode == 2 and "give one" in both.stderr, both.stderr
+
+
 def test_the_trunk_learns_the_target_while_the_rest_of_the_policy_is_untouched(recorded_pusht):
     meta = LeRobotDatasetMetadata(recorded_pusht)
     config = ACTConfig(input_shapes={"observation.image": [3, 96, 96], "observation.state": [2]},

@@ -53,6 +53,8 @@ def test_train_writes_checkpoints_that_load_alone_bit_for_bit(recorded_pusht, tm
     )
     assert result.returncode == 0, result.stderr
     assert f"checkpoints written to {(out / 'checkpoints').resolve()}" in result.stdout
+    peaks = [json.loads(line)["peak_memory_mb"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(peaks) == 6 and all(p > 100 for p in peaks) and peaks == sorted(peaks)  # a peak never falls
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["000003", "000006", "last"]
     last = out / "checkpoints/last"
     assert last.is_symlink() and last.resolve().name == "000006"

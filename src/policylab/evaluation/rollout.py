@@ -150,7 +150,8 @@ def _run_batch(
     agent_xy = [[xy] for xy in info["pos_agent"]]  # per episode, (steps + 1, 2)
     block_xy = [[pose[:2]] for pose in info["block_pose"]]
     rewards: list[list[float]] = [[] for _ in range(n)]
-    frames = [[envs.envs[j].render()] if record[j] else None for j in range(n)]
+    camera = OBS_IMAGE if OBS_IMAGE in input_keys else None  # what the policy sees, shown beside the render
+    frames = [[video_frame(envs.envs[j].render(), obs, camera, j)] if record[j] else None for j in range(n)]
     success, done = [False] * n, [False] * n
     while not all(done):
         policy_obs = {k: torch.from_numpy(obs[k]).to(device) for k in input_keys}
@@ -165,7 +166,7 @@ def _run_batch(
             agent_xy[j].append(info["pos_agent"][j])
             block_xy[j].append(info["block_pose"][j][:2])
             if frames[j] is not None:
-                frames[j].append(envs.envs[j].render())
+                frames[j].append(video_frame(envs.envs[j].render(), obs, camera, j))
             success[j] = bool(info["is_success"][j])
             done[j] = success[j] or bool(terminated[j] or truncated[j]) or len(rewards[j]) >= max_steps
             if done[j]:
@@ -175,3 +176,15 @@ def _run_batch(
         for j in range(n)
     ]
     return episodes, frames
+
+
+def video_frame(render: np.ndarray, obs: dict, camera: str | None, j: int) -> np.ndarray:
+    """Sub-env `j`'s full-resolution render (H, W, 3), with the camera frame its policy saw beside it (enlarged
+    by whole pixels, so the policy's resolution stays visible) when it has a camera input."""
+    if camera is None:
+        return render
+    frame = obs[camera][j]  # (h, w, 3) uint8
+    scale = max(1, render.shape[0] // frame.shape[0])
+    enlarged = frame.repeat(scale, axis=0).repeat(scale, axis=1)
+    enlarged = np.pad(enlarged, ((0, render.shape[0] - enlarged.shape[0]), (0, 0), (0, 0)))
+    return np.concatenate([render, enlarged], axis=1)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from tqdm.auto import tqdm
 
 from policylab.constants import CHECKPOINTS_DIR, METRICS_FILE, TRAIN_CONFIG, TRAINING_STATE_DIR
 from policylab.envs import PushTEnvConfig
+from policylab.errors import PolicylabError
 from policylab.evaluation import evaluate_policy
 from policylab.evaluation.benchmark import benchmark_policy, device_name
 from policylab.experts import PushTExpertConfig
@@ -40,7 +43,6 @@ from policylab.tuning import TuneConfig, run_tune
 from policylab.tuning.configs import TuneEvalSettings, TuneSettings
 from policylab.utils.device import cpu_has_native_bfloat16, select_device
 from policylab.utils.files import saved_with, write_json
-from policylab.utils.memory import PeakMemory
 
 KEYPOINTS = "environment_state_agent_pos"  # what the keypoint presets observe: no rendering, no video
 CALIBRATION_STEPS = 30
@@ -172,34 +174,39 @@ def run_length(config: StudyConfig, policy: str, datasets: dict[str, Path], out:
 
 
 def train_cell(config: StudyConfig, cell: Cell, steps: int, datasets: dict[str, Path], out: Path) -> dict:
-    """Train one cell (resuming it; a finished run is kept); returns its folder and facts."""
+    """Train one cell in a process of its own, so its peak memory is its own (resuming it; a finished run is
+    kept); returns its folder and facts."""
     run_dir = out / "runs" / cell.name
     facts_path = out / "measurements" / "runs" / f"{cell.name}.json"
     settings = {"steps": steps, "flags": train_flags(config, cell.policy, Path(), Path()), "seed": cell.seed}
     saved = saved_with(facts_path, settings)
     if saved is None:
+        last_state = run_dir / CHECKPOINTS_DIR / "last" / TRAINING_STATE_DIR / "state.json"
+        resume = last_state.exists()  # the budget counts the minutes trained before an interruption too
+        spent = json.loads(last_state.read_text())["train_seconds"] / 60 if resume else 0.0
         flags = train_flags(config, cell.policy, datasets[cell.demonstrations], run_dir,
                             f"--training.steps={steps}", f"--training.save_freq={max(1, steps // config.study.n_checkpoints)}",
-                            f"--training.max_minutes={config.study.minutes_per_run}", f"--seed={cell.seed}")  # fmt: skip
-        resume = (run_dir / CHECKPOINTS_DIR / "last").exists()
-        train_config = parse_flags(TrainConfig, [*flags, f"--resume={str(resume).lower()}"], "policylab study",
-                                   defaults_path=run_dir / TRAIN_CONFIG if resume else None)  # fmt: skip
-        if resume:  # the budget counts the minutes trained before the interruption too
-            spent = json.loads(
-                (run_dir / CHECKPOINTS_DIR / "last" / TRAINING_STATE_DIR / "state.json").read_text()
-            )
-            train_config.training.max_minutes = max(
-                0.01, config.study.minutes_per_run - spent["train_seconds"] / 60
-            )
-        with PeakMemory(select_device(config.device)) as memory:
-            run_training(train_config)
-        state = json.loads(
-            (run_dir / CHECKPOINTS_DIR / "last" / TRAINING_STATE_DIR / "state.json").read_text()
-        )
+                            f"--training.max_minutes={max(0.01, config.study.minutes_per_run - spent)}",
+                            f"--seed={cell.seed}", f"--resume={str(resume).lower()}")  # fmt: skip
+        train_in_own_process(flags, cell.name)
+        state = json.loads(last_state.read_text())
+        records = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines()]
+        peaks = [r["peak_memory_mb"] for r in records if r.get("peak_memory_mb") is not None]
         saved = {"settings": settings, "steps_done": state["step"], "train_minutes": round(state["train_seconds"] / 60, 2),
-                 "train_peak_memory_mb": memory.peak_mb, "memory_kind": memory.kind}  # fmt: skip
+                 "train_peak_memory_mb": round(max(peaks), 1) if peaks else None,
+                 "memory_kind": "cuda_allocated" if select_device(config.device).type == "cuda" else "process_rss"}  # fmt: skip
         write_json(facts_path, saved)
     return {"dir": run_dir, "facts": {k: v for k, v in saved.items() if k != "settings"}}
+
+
+def train_in_own_process(flags: list[str], name: str) -> None:
+    """`policylab train` with `flags` in a child process; its error message (already printed) stops the study."""
+    parse_flags(TrainConfig, flags, "policylab study")  # a bad flag stops here, with the usual message
+    done = subprocess.run([sys.executable, "-m", "policylab.cli", "train", *flags], check=False)
+    if done.returncode == 130:
+        raise KeyboardInterrupt
+    if done.returncode != 0:
+        raise PolicylabError(f"training {name} failed (exit status {done.returncode}; its error is above)")
 
 
 def final_run(runs: dict, policy: str, config: StudyConfig) -> Path:

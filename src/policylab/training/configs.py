@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from policylab.constants import OBS_ENV_STATE
 from policylab.datasets import DatasetConfig
 from policylab.policies import ACTConfig, PreTrainedConfig
 from policylab.runs import default_output_dir
@@ -69,11 +70,44 @@ class TrainingConfig:
 
 
 @dataclass
+class PretrainSettings:
+    """What the camera trunk learns to predict.
+
+    target: the recorded feature regressed from each frame, standardized by the dataset's statistics (PushT:
+        observation.environment_state, the block's keypoints, in recordings made with
+        --env.obs_type=pixels_environment_state_agent_pos).
+    num_keypoints: keypoints of the spatial-softmax head the trunk is trained through (the head is not kept).
+    """
+
+    target: str = OBS_ENV_STATE
+    num_keypoints: int = 32
+
+
+@dataclass
+class TrunkPretrainingConfig(PretrainSettings):
+    """The camera trunk's pretraining, which `policylab train` runs first when steps > 0 (as `policylab pretrain`
+    would, into OUT/pretrain; an interrupted one resumes). The policy then starts from that trunk, frozen
+    unless --training.lr_backbone is given. The target is a label of the trunk only, never a policy input.
+
+    steps: pretraining steps before the policy trains (0: none).
+    batch_size: frames per pretraining step.
+    lr: learning rate of the trunk and its head (cosine schedule, 500 warm-up steps).
+    val_fraction: episodes held out to measure the trunk's error on, when the run holds none out itself.
+    """
+
+    steps: int = 0
+    batch_size: int = 64
+    lr: float = 1e-3
+    val_fraction: float = 0.1
+
+
+@dataclass
 class TrainConfig:
     """policylab train: train a policy on a LeRobot-format dataset and write checkpoints.
 
     output_dir: where checkpoints, metrics.jsonl and train_config.json go (default outputs/train/<time>_<policy>).
     resume: continue the run in output_dir from its last checkpoint.
+    pretrain: pretrain the policy's camera trunk on the dataset before it trains (see TrunkPretrainingConfig).
     init_from: a trained policy of the same type (run folder or checkpoint) whose weights a new run starts
         from instead of random ones (fine-tuning). The network may have fewer layers than that one's (e.g.
         --policy.n_mid_res_blocks=0): the weights of the missing layers are left out; every weight it has
@@ -85,6 +119,7 @@ class TrainConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     policy: PreTrainedConfig = field(default_factory=ACTConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    pretrain: TrunkPretrainingConfig = field(default_factory=TrunkPretrainingConfig)
     output_dir: str | None = None
     resume: bool = False
     init_from: str | None = None

@@ -22,7 +22,6 @@ from policylab.constants import (
     CHECKPOINTS_DIR,
     HEAD_WEIGHTS,
     LAST_CHECKPOINT,
-    OBS_ENV_STATE,
     TRAINING_STATE_DIR,
 )
 from policylab.datasets import DatasetConfig, LeRobotDataset, LeRobotDatasetMetadata
@@ -30,39 +29,28 @@ from policylab.errors import ConfigError
 from policylab.policies import ACTConfig, PreTrainedConfig, PreTrainedPolicy
 from policylab.policies.backbones import SpatialSoftmax
 from policylab.runs import Checkpoint, checked_output_dir, default_output_dir
-from policylab.training.checkpoints import save_command_config
-from policylab.training.configs import TrainConfig, TrainingConfig
+from policylab.training.checkpoints import last_checkpoint, save_command_config
+from policylab.training.configs import PretrainSettings, TrainConfig, TrainingConfig
 from policylab.training.data import scale_camera_frames
-from policylab.training.trainer import train
+from policylab.training.trainer import train as train_engine
 from policylab.utils.device import select_device
 from policylab.utils.files import write_json
 
 PRETRAIN_CONFIG = "pretrain_config.json"
 PRETRAIN_INFO = "pretrain_info.json"
-
-
-@dataclass
-class PretrainSettings:
-    """What the camera trunk learns to predict.
-
-    target: the recorded feature regressed from each frame, standardized by the dataset's statistics (PushT:
-        observation.environment_state, the block's keypoints, in recordings made with
-        --env.obs_type=pixels_environment_state_agent_pos).
-    num_keypoints: keypoints of the spatial-softmax head the trunk is trained through (the head is not kept).
-    """
-
-    target: str = OBS_ENV_STATE
-    num_keypoints: int = 32
+PRETRAIN_DIR = "pretrain"  # OUT/pretrain: the trunk `policylab train --pretrain.steps=N` pretrains first
 
 
 @dataclass
 class PretrainTrainingConfig(TrainingConfig):
-    """How to optimize the trunk, as for `policylab train`: by default 2,000 steps at batch 64, lr 1e-3, no EMA
-    (the trunk and its head are trained together and must be saved together)."""
+    """How to optimize the trunk, as for `policylab train`: by default 2,000 steps at batch 64, lr 1e-3 on a cosine
+    schedule with 500 warm-up steps, no EMA (the trunk and its head are trained together and saved together)."""
 
     steps: int | None = 2000
     batch_size: int = 64
     lr: float | None = 1e-3
+    scheduler: str | None = "cosine"
+    warmup_steps: int | None = 500
     ema_decay: float | None = 0.0
 
 
@@ -157,7 +145,7 @@ def run_pretrain(config: PretrainConfig) -> Path:
     def objective(policy: PreTrainedPolicy) -> TrunkPretraining:
         return TrunkPretraining(policy, config.pretrain.target, stats, config.pretrain.num_keypoints)
 
-    train(train_config, objective=objective)
+    train_engine(train_config, objective=objective)
     info = {
         "target": config.pretrain.target,
         "train_episodes": len(train_episodes),
@@ -209,3 +197,51 @@ def held_out_error(output_dir: Path, config: PretrainConfig, root: Path, episode
         count += len(target)
     per_dim = (total / count).tolist()
     return {"frames": count, "target_l1": sum(per_dim) / len(per_dim), "target_l1_per_dim": per_dim}
+
+
+def train(config: TrainConfig, evaluate=None) -> Path:
+    """Train (or resume) the policy of `config`; returns the output folder. With `pretrain.steps`, a new run first
+    pretrains the camera trunk into OUT/pretrain (an interrupted pretraining resumes) and the policy starts from
+    it, the trunk frozen unless `training.lr_backbone` is given. `evaluate` as for the engine's `train`."""
+    output_dir = Path(config.output_dir or config.default_output_dir())
+    if config.pretrain.steps and last_checkpoint(output_dir) is None:
+        if config.init_from is not None:
+            raise ConfigError(
+                f"--init_from={config.init_from} and --pretrain.steps={config.pretrain.steps} both give the policy "
+                "its starting weights; give one (--pretrain.steps=0 to start from --init_from)"
+            )
+        trunk = pretrain_trunk(config, output_dir / PRETRAIN_DIR)
+        lr_backbone = 0.0 if config.training.lr_backbone is None else config.training.lr_backbone
+        config = dataclasses.replace(
+            config, init_from=str(trunk), resume=False, output_dir=str(output_dir),
+            training=dataclasses.replace(config.training, lr_backbone=lr_backbone),
+        )  # fmt: skip
+    return train_engine(config, evaluate)
+
+
+def pretrain_trunk(config: TrainConfig, folder: Path) -> Path:
+    """The pretraining stage of `config` in `folder` (kept when finished, resumed when interrupted)."""
+    if (folder / PRETRAIN_INFO).is_file():
+        return folder
+    p, t = config.pretrain, config.training
+    dataset = config.dataset
+    if not dataset.holds_out:
+        dataset = dataclasses.replace(dataset, val_fraction=p.val_fraction)
+    training = PretrainTrainingConfig(steps=p.steps, batch_size=p.batch_size, lr=p.lr, amp=t.amp,
+                                      num_workers=t.num_workers, log=t.log)  # fmt: skip
+    print(
+        f"pretraining the camera trunk to predict {p.target} ({p.steps} steps) into {folder}", file=sys.stderr
+    )
+    run_pretrain(
+        PretrainConfig(
+            dataset=dataset,
+            policy=config.policy,
+            pretrain=PretrainSettings(p.target, p.num_keypoints),
+            training=training,
+            output_dir=str(folder),
+            resume=last_checkpoint(folder) is not None,
+            seed=config.seed,
+            device=config.device,
+        )  # fmt: skip
+    )
+    return folder

@@ -20,13 +20,14 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 from policylab.constants import BEST_CHECKPOINT, SPLIT_FILE, TRAIN_CONFIG
@@ -49,6 +50,7 @@ from policylab.training.validation import Validation
 from policylab.utils.device import cpu_has_native_bfloat16, select_device
 from policylab.utils.files import write_json
 from policylab.utils.interrupts import deferred_interrupts
+from policylab.utils.memory import process_peak_mb
 
 TIMED_STEPS = 10  # after these (and a first, warm-up step) train says how long the whole run will take
 Evaluate = Callable[[PreTrainedPolicy], dict]
@@ -281,6 +283,19 @@ def _config_dict(config: TrainConfig) -> dict:
     return out
 
 
+class _CpuMixedPrecision:
+    """bfloat16 autocast on a CPU, with attention on PyTorch's math kernel: in bfloat16 the CPU flash-attention
+    backward takes twice as long per ACT step (benchmarks/RESULTS.md, "Images on a CPU")."""
+
+    def __enter__(self) -> None:
+        self._stack = ExitStack()
+        self._stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+        self._stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+
+    def __exit__(self, *exc) -> bool | None:
+        return self._stack.__exit__(*exc)
+
+
 def _autocast(device: torch.device, amp: bool):
     """The forward pass's precision and, for float16, its loss scaler: bfloat16 on a CUDA GPU or CPU that
     computes it natively, float16 with loss scaling on older GPUs. Weights, gradients and optimizer stay float32."""
@@ -296,7 +311,7 @@ def _autocast(device: torch.device, amp: bool):
                 "--training.amp=true: this CPU has no native bfloat16 arithmetic (AVX512-BF16 or AMX), where "
                 "mixed precision would be slower than float32; train without it"
             )
-        return torch.autocast("cpu", dtype=torch.bfloat16), None
+        return _CpuMixedPrecision(), None
     raise ConfigError(
         f"--training.amp=true: mixed precision runs on CUDA or a CPU, not on {device} (--device=cpu for the CPU)"
     )
@@ -461,6 +476,7 @@ class TrainingLoop:
                         epoch=round(step / per_epoch, 3),
                         lr=self.state.scheduler.get_last_lr()[0],
                         train_seconds=round(self.state.train_seconds, 1),
+                        peak_memory_mb=process_peak_mb(self.device),
                     )
                     if log is not None:
                         log.write(summary)

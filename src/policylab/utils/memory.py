@@ -71,6 +71,20 @@ class PeakMemory:
             self.megabytes = _peak_rss_kb() / 1024 - self._entry
 
 
+def process_peak_mb(device) -> float | None:
+    """This process's peak memory so far, in MB: allocated CUDA tensors on a CUDA device, else the peak resident
+    set (Linux `VmHWM`); None where neither is available."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        return _peak_rss_kb() / 1024 or None
+    except OSError:
+        return None
+
+
 def _reset_peak_rss() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as f:

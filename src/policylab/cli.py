@@ -164,7 +164,8 @@ def parse_pretrain(args: list[str]):
 
 
 def pretrain(config) -> None:
-    from policylab.training.pretrain import PRETRAIN_INFO, run_pretrain
+    from policylab.constants import PRETRAIN_INFO
+    from policylab.training.pretrain import run_pretrain
 
     try:
         output_dir = run_pretrain(config)

@@ -31,6 +31,9 @@ LAST_CHECKPOINT = "last"
 PRETRAINED_MODEL_DIR = "pretrained_model"
 TRAINING_STATE_DIR = "training_state"
 HEAD_WEIGHTS = "head.safetensors"  # in training_state/: a pretraining head (`policylab pretrain`)
+PRETRAIN_INFO = (
+    "pretrain_info.json"  # in a `policylab pretrain` run: the target and the trunk's held-out error
+)
 TRAIN_CONFIG = "train_config.json"
 METRICS_FILE = "metrics.jsonl"
 SPLIT_FILE = "split.json"  # the episodes a run trained on and held out

@@ -24,7 +24,14 @@ from pathlib import Path
 import draccus
 from draccus.utils import DecodingError, ParsingError
 
-from policylab.constants import SPLIT_FILE, TRAIN_CONFIG, TRAINING_STATE_DIR
+from policylab.constants import (
+    CHECKPOINTS_DIR,
+    LAST_CHECKPOINT,
+    PRETRAIN_INFO,
+    SPLIT_FILE,
+    TRAIN_CONFIG,
+    TRAINING_STATE_DIR,
+)
 from policylab.datasets import DatasetConfig
 from policylab.errors import ConfigError, PolicylabError, did_you_mean
 from policylab.policies import PreTrainedConfig, PreTrainedPolicy
@@ -94,7 +101,8 @@ class Checkpoint:
         return None if self.run is None else json.loads((self.run / TRAIN_CONFIG).read_text())
 
     def training_facts(self) -> dict:
-        """Steps, training wall time, batch size and dataset (None where the checkpoint does not say)."""
+        """Steps, training wall time, batch size and dataset (None where the checkpoint does not say); where the
+        run started from a pretrained camera trunk, the label it was pretrained on and that pretraining's time."""
         facts = {"steps": None, "train_seconds": None, "batch_size": None, "dataset": None}
         state = self.folder.resolve().parent / TRAINING_STATE_DIR / "state.json"
         if state.is_file():
@@ -104,6 +112,7 @@ class Checkpoint:
         if train_config is not None:
             facts["batch_size"] = train_config["training"]["batch_size"]
             facts["dataset"] = train_config["dataset"].get("root") or train_config["dataset"].get("repo_id")
+            facts.update(pretrained_trunk(train_config.get("init_from")))
         return facts
 
     def dataset_root(self, dataset: DatasetConfig, command: str) -> Path:
@@ -144,6 +153,17 @@ class ExportConfig:
     def __post_init__(self):
         if self.to != "lerobot":
             raise ValueError(f"--to={self.to}: the layouts policylab writes are: lerobot")
+
+
+def pretrained_trunk(init_from: str | None) -> dict:
+    """{"trunk_pretrained_on": label, "pretrain_seconds": s} when `init_from` is a `policylab pretrain` run (or a
+    run's OUT/pretrain stage); else {}."""
+    if init_from is None or not (Path(init_from) / PRETRAIN_INFO).is_file():
+        return {}
+    info = json.loads((Path(init_from) / PRETRAIN_INFO).read_text())
+    state = Path(init_from) / CHECKPOINTS_DIR / LAST_CHECKPOINT / TRAINING_STATE_DIR / "state.json"
+    seconds = json.loads(state.read_text())["train_seconds"] if state.is_file() else None
+    return {"trunk_pretrained_on": info["target"], "pretrain_seconds": seconds}
 
 
 def run_export(config: ExportConfig) -> list[Path]:

@@ -11,6 +11,8 @@ from safetensors.torch import load_file
 from helpers import TINY_ACT_FLAGS, TINY_DIFFUSION_FLAGS, run_policylab
 from policylab.datasets import LeRobotDataset, LeRobotDatasetMetadata
 from policylab.policies.act import ACTConfig, ACTPolicy
+from policylab.report.compare import pretraining_notes
+from policylab.runs import Checkpoint
 from policylab.training.pretrain import TrunkPretraining
 
 CAMERA_INPUTS = "--policy.input_shapes={observation.image: [3, 96, 96], observation.state: [2]}"
@@ -59,6 +61,15 @@ def test_train_with_pretrain_steps_pretrains_the_trunk_first_and_keeps_it_frozen
     assert saved["init_from"] == str(out / "pretrain") and saved["training"]["lr_backbone"] == 0
     start, end = trunk_of(out / "pretrain"), trunk_of(out)
     assert start and all(torch.equal(start[k], end[k]) for k in start)
+    facts = Checkpoint.resolve(out).training_facts()  # what reports say about the run
+    assert facts["trunk_pretrained_on"] == "observation.environment_state" and facts["pretrain_seconds"] > 0
+    (note,) = pretraining_notes(
+        [{"name": "dp", "training": facts, "inputs": ["observation.image", "observation.state"]}]
+    )
+    assert (
+        "pretrained to predict observation.environment_state" in note
+        and "(observation.image, observation.state)" in note
+    )
 
     again = run_policylab("train", *flags, "--resume=true", "--training.steps=4")
     assert again.returncode == 0, again.stderr

@@ -143,6 +143,7 @@ def measure_policy(
         "eval": eval_info,
         "bench": bench_info,
         "training": checkpoint.training_facts(),
+        "inputs": list(checkpoint.config.input_shapes),
         "plots": plots,
     }
 
@@ -168,10 +169,11 @@ def common_cells(row: dict) -> tuple[str, ...]:
     bench, training = row["bench"], row["training"]
     chunk = " / ".join(f"{name} {r['chunk_call_ms']['p50']:.1f}" for name, r in bench["variants"].items())
     memory = [r["peak_memory_mb"] for r in bench["variants"].values() if r["peak_memory_mb"] is not None]
-    seconds = training["train_seconds"]
+    seconds, pretrain = training["train_seconds"], training.get("pretrain_seconds")
+    minutes = "n/a" if seconds is None else f"{seconds / 60:.1f} min"
     return (
         chunk.replace("as trained ", ""),
-        "n/a" if seconds is None else f"{seconds / 60:.1f} min",
+        minutes if pretrain is None or seconds is None else f"{pretrain / 60:.1f} + {minutes}",
         "n/a" if training["steps"] is None else str(training["steps"]),
         f"{bench['parameters'] / 1e6:.2f} M",
         f"{max(memory):.0f}" if memory else "n/a",
@@ -224,8 +226,10 @@ def _notes(rows: list[dict], config: CompareConfig, device: str) -> list[str]:
     device_name = rows[0]["bench"]["device_name"]
     common = [
         "chunk call ms: median of one full model call at batch 1 (for diffusion, per sampler).",
-        "training: wall time of the training loop and optimizer steps, from the checkpoint. peak MB: weights "
-        "plus the largest rise in memory during the batch-1 calls.",
+        "training: wall time of the training loop and optimizer steps, from the checkpoint (a + b: a minutes of "
+        "camera-trunk pretraining, then b of policy training). peak MB: weights plus the largest rise in memory "
+        "during the batch-1 calls.",
+        *pretraining_notes(rows),
     ]
     if columns(rows) is OFFLINE_COLUMNS:
         episodes = rows[0]["eval"]["episodes"]
@@ -251,6 +255,17 @@ def _notes(rows: list[dict], config: CompareConfig, device: str) -> list[str]:
         "in one call).",
         *common,
         f"This compares the checkpoints given. {STUDY_LINE}",
+    ]
+
+
+def pretraining_notes(rows: list[dict]) -> list[str]:
+    """One plain sentence per policy whose camera trunk learned from a recorded label before it trained."""
+    return [
+        f"{row['name']}: its camera encoder was pretrained to predict {row['training']['trunk_pretrained_on']} "
+        "(recorded with the demonstrations) from the camera frames; the policy itself receives only its inputs "
+        f"({', '.join(row['inputs'])}), in training and in evaluation."
+        for row in rows
+        if row["training"].get("trunk_pretrained_on")
     ]
 
 

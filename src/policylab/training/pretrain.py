@@ -22,6 +22,7 @@ from policylab.constants import (
     CHECKPOINTS_DIR,
     HEAD_WEIGHTS,
     LAST_CHECKPOINT,
+    PRETRAIN_INFO,
     TRAINING_STATE_DIR,
 )
 from policylab.datasets import DatasetConfig, LeRobotDataset, LeRobotDatasetMetadata
@@ -37,7 +38,6 @@ from policylab.utils.device import select_device
 from policylab.utils.files import write_json
 
 PRETRAIN_CONFIG = "pretrain_config.json"
-PRETRAIN_INFO = "pretrain_info.json"
 PRETRAIN_DIR = "pretrain"  # OUT/pretrain: the trunk `policylab train --pretrain.steps=N` pretrains first
 
 

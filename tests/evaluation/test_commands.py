@@ -55,8 +55,10 @@ def test_eval_writes_eval_info_and_videos_for_a_camera_policy(runs, tmp_path):
     (video,) = info["video_paths"]
     assert Path(video).parent == out / "videos" and video in result.stdout
     with av.open(video) as container:
-        n_frames = sum(1 for _ in container.decode(video=0))
-    assert n_frames == info["per_episode"][0]["steps"] + 1  # the reset frame, then one per step
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == info["per_episode"][0]["steps"] + 1  # the reset frame, then one per step
+    height, width, _ = frames[0].shape  # the square render with the camera frame the policy saw beside it
+    assert width == height + 96 * (height // 96)
     assert "success rate" in result.stdout and str(out / "eval_info.json") in result.stdout
 
 

@@ -106,9 +106,7 @@ def main() -> None:
         if AMP in VARIANTS[name][1] and not native:
             results[name] = {"skipped": "this CPU has no native bfloat16 (AVX512-BF16 or AMX)"}
             continue
-        results[name] = measure(
-            name, args.dataset_root, args.output_dir, args.steps, args.log_freq, args.n_calls
-        )
+        results[name] = measure(name, args)
         print(name, json.dumps(results[name]), file=sys.stderr)
     print(json.dumps({"steps": args.steps, "variants": results}, indent=2))
 

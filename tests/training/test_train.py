@@ -23,7 +23,7 @@ from policylab.errors import ConfigError
 from policylab.evaluation import evaluate_policy
 from policylab.policies import PreTrainedPolicy
 from policylab.policies.act import ACTConfig, ACTPolicy
-from policylab.training import trainer
+from policylab.training import precision, trainer
 from policylab.training.configs import TrainConfig, TrainingConfig
 from policylab.utils.device import cpu_has_native_bfloat16
 from synthetic import FEATURES, TASK, synthetic_episode, write_synthetic_dataset
@@ -222,14 +222,14 @@ def test_amp_on_a_cpu_trains_in_bfloat16_and_saves_float32_weights(recorded_push
 def test_amp_autocasts_to_bfloat16_on_a_cpu_that_has_it_and_is_refused_elsewhere_before_any_work(
     monkeypatch, tmp_path
 ):
-    monkeypatch.setattr(trainer, "cpu_has_native_bfloat16", lambda: True)
-    autocast, scaler = trainer._autocast(torch.device("cpu"), amp=True)
+    monkeypatch.setattr(precision, "cpu_has_native_bfloat16", lambda: True)
+    autocast, scaler = precision.mixed_precision(torch.device("cpu"), amp=True)
     with autocast:
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     assert scaler is None
     with pytest.raises(ConfigError, match=r"--training.amp=true: .* not on mps"):
-        trainer._autocast(torch.device("mps"), amp=True)
-    monkeypatch.setattr(trainer, "cpu_has_native_bfloat16", lambda: False)
+        precision.mixed_precision(torch.device("mps"), amp=True)
+    monkeypatch.setattr(precision, "cpu_has_native_bfloat16", lambda: False)
     config = TrainConfig(
         policy=ACTConfig(), dataset=DatasetConfig(root=str(tmp_path / "data")), device="cpu",
         training=TrainingConfig(steps=1, amp=True), output_dir=str(tmp_path / "run"),

@@ -20,14 +20,12 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 from policylab.constants import BEST_CHECKPOINT, SPLIT_FILE, TRAIN_CONFIG
@@ -46,8 +44,9 @@ from policylab.training.checkpoints import (
 from policylab.training.configs import LOGGERS, SCHEDULERS, TrainConfig
 from policylab.training.data import StepBatchSampler, make_dataloader, scale_camera_frames, steps_per_epoch
 from policylab.training.metrics import MetricsLog, RunningMeans
+from policylab.training.precision import mixed_precision
 from policylab.training.validation import Validation
-from policylab.utils.device import cpu_has_native_bfloat16, select_device
+from policylab.utils.device import select_device
 from policylab.utils.files import write_json
 from policylab.utils.interrupts import deferred_interrupts
 from policylab.utils.memory import process_peak_mb
@@ -283,40 +282,6 @@ def _config_dict(config: TrainConfig) -> dict:
     return out
 
 
-class _CpuMixedPrecision:
-    """bfloat16 autocast on a CPU, with attention on PyTorch's math kernel: in bfloat16 the CPU flash-attention
-    backward takes twice as long per ACT step (benchmarks/RESULTS.md, "Images on a CPU")."""
-
-    def __enter__(self) -> None:
-        self._stack = ExitStack()
-        self._stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
-        self._stack.enter_context(sdpa_kernel(SDPBackend.MATH))
-
-    def __exit__(self, *exc) -> bool | None:
-        return self._stack.__exit__(*exc)
-
-
-def _autocast(device: torch.device, amp: bool):
-    """The forward pass's precision and, for float16, its loss scaler: bfloat16 on a CUDA GPU or CPU that
-    computes it natively, float16 with loss scaling on older GPUs. Weights, gradients and optimizer stay float32."""
-    if not amp:
-        return nullcontext(), None
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16), None
-        return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
-    if device.type == "cpu":
-        if not cpu_has_native_bfloat16():
-            raise ConfigError(
-                "--training.amp=true: this CPU has no native bfloat16 arithmetic (AVX512-BF16 or AMX), where "
-                "mixed precision would be slower than float32; train without it"
-            )
-        return _CpuMixedPrecision(), None
-    raise ConfigError(
-        f"--training.amp=true: mixed precision runs on CUDA or a CPU, not on {device} (--device=cpu for the CPU)"
-    )
-
-
 def train(
     config: TrainConfig,
     evaluate: Evaluate | None = None,
@@ -333,7 +298,7 @@ def train(
     """
     check_config(config)
     device = select_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
-    autocast, scaler = _autocast(device, config.training.amp)
+    autocast, scaler = mixed_precision(device, config.training.amp)
     ddp = init_distributed(device)
     output_dir = checked_output_dir(config.output_dir or config.default_output_dir())
 

@@ -22,6 +22,7 @@ INDEX = "index"
 TASK_INDEX = "task_index"
 
 PAD_SUFFIX = "_is_pad"
+FEATURE_MAP_SUFFIX = ".feature_map"  # <camera>.feature_map: its frames' trunk features, computed once
 
 HELD_OUT_SEED = 100_000  # `policylab record` starts its episodes from seeds 0, 1, ...: evaluations start here
 

@@ -354,3 +354,20 @@ def test_cameras_left_out_are_never_decoded(tmp_path):
     assert "observation.image" in LeRobotDataset(root=root, cameras=["observation.image"])[0]
     with pytest.raises(DatasetError, match=r"no camera features \['observation.wrist'\].*observation.image"):
         LeRobotDataset(root=root, cameras=["observation.wrist"])
+
+
+def test_values_served_in_place_of_a_camera_keep_its_windows_and_padding(synthetic_dataset):
+    root, _ = synthetic_dataset
+    ds = LeRobotDataset(root=root, delta_timestamps={"observation.image": [-0.2, -0.1, 0.0]}, episodes=[1, 2])
+    frames = ds.camera_frames("observation.image", np.array([0, 11]))
+    assert frames.dtype == torch.uint8 and frames.shape == (2, 3, 96, 96)
+    torch.testing.assert_close(frames[1].float() / 255, ds[11]["observation.image"][-1])
+    values = np.arange(len(ds), dtype=np.float32)[:, None] * np.ones((1, 4), np.float32)  # position p -> p
+    ds.serve_in_place_of("observation.image", "observation.image.feature_map", values)
+    item = ds[12]  # the first frame of episode 2
+    assert "observation.image" not in item
+    assert item["observation.image.feature_map"][:, 0].tolist() == [12, 12, 12]
+    assert item["observation.image_is_pad"].tolist() == [True, True, False]
+    assert ds[11]["observation.image.feature_map"][:, 0].tolist() == [9, 10, 11]
+    with pytest.raises(ValueError, match="3 values for a dataset of 20 frames"):
+        ds.serve_in_place_of("action", "x", values[:3])

@@ -193,20 +193,63 @@ def test_queue_samples_every_n_action_steps_and_executes_from_the_current_step()
     policy = DiffusionPolicy(config, dataset_stats=stats_for(config))
     obs = observation(config, 1)
     horizons = []
-    original = policy.predict_action_chunk
+    original = policy._chunk_from_history
 
-    def recorded(history, generator=None):
-        assert all(v.shape[1] == 2 for v in history.values())  # the To history
-        horizons.append(original(history, torch.Generator().manual_seed(len(horizons))))
+    def recorded(generator=None):
+        assert all(len(queue) == 2 for queue in policy._history.steps.values())  # the To history
+        horizons.append(original(torch.Generator().manual_seed(len(horizons))))
         return horizons[-1]
 
-    policy.predict_action_chunk = recorded
+    policy._chunk_from_history = recorded
     actions = [policy.select_action(obs) for _ in range(10)]
     assert len(horizons) == 2  # steps 0 and 8
     torch.testing.assert_close(torch.stack(actions[:8], dim=1), horizons[0][:, 1:9])
     policy.reset()
     policy.select_action(obs)
     assert len(horizons) == 3
+
+
+@pytest.mark.parametrize("n_action_steps", [1, 3])
+def test_cached_frame_features_give_the_actions_of_encoding_every_window(n_action_steps):
+    config = tiny_config((IMAGE, STATE), n_obs_steps=3, horizon=8, n_action_steps=n_action_steps,
+                         crop_shape=[84, 84], vision_backbone="small_cnn", pretrained_backbone_weights=None)  # fmt: skip
+    policy = DiffusionPolicy(config, dataset_stats=stats_for(config)).eval()
+    frames = [observation(config, 2) for _ in range(7)]
+    cached = [policy.select_action(obs, torch.Generator().manual_seed(t)) for t, obs in enumerate(frames)]
+    assert policy.frame_features.reused > 0 and policy.frame_features.encoded == len(
+        frames
+    )  # each frame once
+    uncached = []
+    for t in range(0, len(frames), n_action_steps):  # the same windows, every frame encoded in each
+        window = {
+            k: torch.stack([frames[max(i, 0)][k] for i in range(t - 2, t + 1)], dim=1)
+            for k in config.input_shapes
+        }
+        horizon = policy.predict_action_chunk(window, torch.Generator().manual_seed(t))
+        uncached += list(horizon[:, 2 : 2 + n_action_steps].unbind(1))
+    assert torch.equal(torch.stack(cached), torch.stack(uncached[: len(cached)]))
+
+
+def test_a_batch_of_trunk_feature_maps_trains_as_its_frames_do():
+    config = tiny_config((IMAGE, STATE), crop_shape=[84, 84], vision_backbone="small_cnn",
+                         pretrained_backbone_weights=None)  # fmt: skip
+    policy = DiffusionPolicy(config, dataset_stats=stats_for(config)).eval()  # centre crops, as a cache holds
+    batch = observation(config, 3, steps=2)
+    batch |= {"action": torch.rand(3, 16, 2), "action_is_pad": torch.zeros(3, 16, dtype=torch.bool)}
+    batch |= {key + "_is_pad": torch.zeros(3, 2, dtype=torch.bool) for key in config.input_shapes}
+    with torch.no_grad():
+        frames = policy.normalize_inputs({IMAGE: batch[IMAGE].flatten(0, 1)})[IMAGE]
+        maps = policy.camera_features(IMAGE, frames).unflatten(0, (3, 2))  # (B, To, C', h, w)
+    cached = {k: v for k, v in batch.items() if k != IMAGE} | {IMAGE + ".feature_map": maps}
+    losses = []
+    for inputs in (batch, cached):
+        torch.manual_seed(0)
+        losses.append(policy.forward(inputs)["loss"])
+    torch.testing.assert_close(losses[0], losses[1])
+    with pytest.raises(
+        ObservationError, match=r"feature_map'\] has shape \(3, 2, 15488\), expected \(B, 2, C, h, w\)"
+    ):
+        policy.forward(cached | {IMAGE + ".feature_map": maps.flatten(2)})
 
 
 def test_first_observation_fills_the_history_after_reset():

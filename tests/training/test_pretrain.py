@@ -51,10 +51,12 @@ def test_pretrain_then_train_from_the_frozen_trunk(recorded_pusht, tmp_path, pol
 def test_train_with_pretrain_steps_pretrains_the_trunk_first_and_keeps_it_frozen(recorded_pusht, tmp_path):
     out = tmp_path / "run"
     flags = [*TINY_DIFFUSION_FLAGS, CAMERA_INPUTS, SMALL_CNN, f"--dataset.root={recorded_pusht}", "--pretrain.steps=6",
-             "--pretrain.batch_size=8", "--training.steps=3", "--training.batch_size=4", f"--output_dir={out}"]  # fmt: skip
+             "--pretrain.batch_size=8", "--training.steps=3", "--training.batch_size=4", f"--output_dir={out}",
+             "--training.cache_features=true"]  # fmt: skip
     result = run_policylab("train", *flags)
     assert result.returncode == 0, result.stderr
     assert "pretraining the camera trunk to predict observation.environment_state (6 steps)" in result.stderr
+    assert re.search(r"observation.image: trunk features of \d+ frames kept in memory", result.stderr)
     info = json.loads((out / "pretrain/pretrain_info.json").read_text())
     assert info["held_out"]["frames"] > 0  # --pretrain.val_fraction of the episodes measure the trunk
     saved = json.loads((out / "train_config.json").read_text())
@@ -74,6 +76,7 @@ def test_train_with_pretrain_steps_pretrains_the_trunk_first_and_keeps_it_frozen
     again = run_policylab("train", *flags, "--resume=true", "--training.steps=4")
     assert again.returncode == 0, again.stderr
     assert "pretraining" not in again.stderr  # a run that has started never pretrains again
+    assert "trunk features of" in again.stderr  # the resumed run's trunk is still frozen: cached again
     both = run_policylab("train", *flags, f"--init_from={out}", f"--output_dir={tmp_path / 'other'}")
     assert both.returncode == 2 and "give one" in both.stderr, both.stderr
 
@@ -122,4 +125,25 @@ def test_what_cannot_be_pretrained_is_one_line_before_any_work(recorded_pusht, t
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert re.search(message, result.stderr), result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            TINY_DIFFUSION_FLAGS,
+            "--training.cache_features=true computes a frozen trunk's features once: freeze it",
+        ),
+        ([*TINY_ACT_FLAGS, "--training.lr_backbone=0"], "act policies train from frames only"),
+    ],
+    ids=["trunk_not_frozen", "act"],
+)
+def test_cached_features_need_a_frozen_trunk_and_a_policy_that_takes_them(
+    recorded_pusht, tmp_path, flags, message
+):
+    result = run_policylab("train", *flags, CAMERA_INPUTS, SMALL_CNN, f"--dataset.root={recorded_pusht}",
+                           "--training.cache_features=true", "--training.steps=2", f"--output_dir={tmp_path / 'out'}")  # fmt: skip
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()

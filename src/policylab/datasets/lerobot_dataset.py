@@ -106,6 +106,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         numeric_keys = [k for k, f in self.features.items() if not is_visual(f) and f["dtype"] != "string"]
         self._columns = load_columns(self.meta, self.episodes, numeric_keys)
         self._cameras = {key: load_camera_frames(self.meta, key) for key in self._select_cameras(cameras)}
+        self._served: dict[str, tuple[str, np.ndarray]] = {}  # camera -> (name, values by position)
         lengths = np.array([e.length for e in self.episodes])
         ends = np.cumsum(lengths)
         self._episode_start = np.repeat(
@@ -204,6 +205,18 @@ class LeRobotDataset(torch.utils.data.Dataset):
         positions = np.arange(len(self))
         return positions[positions < self._episode_end - drop_last]
 
+    def camera_frames(self, key: str, positions: np.ndarray) -> torch.Tensor:
+        """The stored frames of camera `key` at `positions` (N,), uint8 (N, C, H, W), without windows."""
+        return torch.from_numpy(self._cameras[key][self._camera_rows[positions]])
+
+    def serve_in_place_of(self, key: str, name: str, values: np.ndarray) -> None:
+        """Items carry `name`: values (len(self), ...), one per frame position, in place of camera `key`'s
+        frames (e.g. features computed once from them), windowed and padded as the frames were."""
+        if len(values) != len(self):
+            raise ValueError(f"{name}: {len(values)} values for a dataset of {len(self)} frames")
+        self._served[key] = (name, values)
+        del self._cameras[key]
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         batch = self.gather(np.array([index]))
         return {key: value[0] for key, value in batch.items()}
@@ -227,12 +240,15 @@ class LeRobotDataset(torch.utils.data.Dataset):
         positions = positions % len(self)
         start, end = self._episode_start[positions], self._episode_end[positions]
         batch = {}
-        for key in [*self._columns, *self._cameras]:
+        for key in [*self._columns, *self._cameras, *self._served]:
             rows, offsets = positions, self._offsets.get(key)
             if offsets is not None:
                 rows, is_pad = window_indices(positions, offsets, start, end)  # (B, K)
                 batch[key + PAD_SUFFIX] = torch.from_numpy(is_pad)
-            if key in self._cameras:
+            if key in self._served:
+                name, values = self._served[key]
+                batch[name] = torch.from_numpy(values[rows])  # (B, [K,] ...)
+            elif key in self._cameras:
                 frames = self._cameras[key][self._camera_rows[rows]]  # uint8 (B, [K,] C, H, W)
                 frames = torch.from_numpy(frames)
                 batch[key] = scale_frames(frames) if scale_images else frames

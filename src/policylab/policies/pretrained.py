@@ -279,15 +279,19 @@ class ObservationHistory:
             else:
                 queue.extend([steps[0]] * (self.n_steps - len(steps)) + steps)
 
-    def window(self) -> dict[str, Tensor]:
-        """The history as the policy's inputs, each (B, n_steps, *shape)."""
-        return {key: torch.stack(list(queue), dim=1) for key, queue in self.steps.items()}
+    def window(self, keys: list[str] | None = None) -> dict[str, Tensor]:
+        """The history of `keys` (default all) as the policy's inputs, each (B, n_steps, *shape)."""
+        return {
+            key: torch.stack(list(self.steps[key]), dim=1) for key in (self.steps if keys is None else keys)
+        }
 
 
 class PreTrainedPolicy(nn.Module):
     """Base of every policy: normalization from dataset statistics, `save_pretrained`, `from_pretrained`."""
 
     config_class: ClassVar[type[PreTrainedConfig]]
+    # forward(batch) takes `<camera>.feature_map` (the trunk's features, see camera_features) for a camera
+    accepts_feature_maps: ClassVar[bool] = False
     _registry: ClassVar[dict[str, type[PreTrainedPolicy]]] = {}
 
     def __init_subclass__(cls, **kwargs):

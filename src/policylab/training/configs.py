@@ -33,6 +33,9 @@ class TrainingConfig:
     amp: mixed precision: the forward pass in bfloat16 on a CUDA GPU (float16 with loss scaling on GPUs
         without bfloat16) or on a CPU with native bfloat16 (AVX512-BF16 or AMX); weights stay float32.
         Refused on MPS and on CPUs without native bfloat16 (slower there than float32).
+    cache_features: with the vision trunk frozen (lr_backbone=0, or after --pretrain.steps), compute each frame's
+        trunk features once before training, as at inference (center crop: no random-crop augmentation), and
+        train on those (Diffusion; float32 in memory, the size is printed).
     num_workers: DataLoader worker processes (default: 0 on CPU, where in-process batch gathering is fastest;
         4 on GPU).
     log_freq: write averaged metrics to metrics.jsonl every this many steps.
@@ -58,6 +61,7 @@ class TrainingConfig:
     grad_clip_norm: float = 10.0
     ema_decay: float | None = None
     amp: bool = False
+    cache_features: bool = False
     num_workers: int | None = None
     log_freq: int = 100
     save_freq: int = 1000

@@ -33,6 +33,7 @@ from policylab.runs import Checkpoint, checked_output_dir, default_output_dir
 from policylab.training.checkpoints import last_checkpoint, save_command_config
 from policylab.training.configs import PretrainSettings, TrainConfig, TrainingConfig
 from policylab.training.data import scale_camera_frames
+from policylab.training.trainer import check_config
 from policylab.training.trainer import train as train_engine
 from policylab.utils.device import select_device
 from policylab.utils.files import write_json
@@ -204,6 +205,11 @@ def train(config: TrainConfig, evaluate=None) -> Path:
     pretrains the camera trunk into OUT/pretrain (an interrupted pretraining resumes) and the policy starts from
     it, the trunk frozen unless `training.lr_backbone` is given. `evaluate` as for the engine's `train`."""
     output_dir = Path(config.output_dir or config.default_output_dir())
+    if config.pretrain.steps:  # the trunk stays frozen in a resumed run too
+        lr_backbone = 0.0 if config.training.lr_backbone is None else config.training.lr_backbone
+        training = dataclasses.replace(config.training, lr_backbone=lr_backbone)
+        config = dataclasses.replace(config, training=training, output_dir=str(output_dir))
+    check_config(config)
     if config.pretrain.steps and last_checkpoint(output_dir) is None:
         if config.init_from is not None:
             raise ConfigError(
@@ -211,11 +217,7 @@ def train(config: TrainConfig, evaluate=None) -> Path:
                 "its starting weights; give one (--pretrain.steps=0 to start from --init_from)"
             )
         trunk = pretrain_trunk(config, output_dir / PRETRAIN_DIR)
-        lr_backbone = 0.0 if config.training.lr_backbone is None else config.training.lr_backbone
-        config = dataclasses.replace(
-            config, init_from=str(trunk), resume=False, output_dir=str(output_dir),
-            training=dataclasses.replace(config.training, lr_backbone=lr_backbone),
-        )  # fmt: skip
+        config = dataclasses.replace(config, init_from=str(trunk), resume=False)
     return train_engine(config, evaluate)
 
 

@@ -43,6 +43,7 @@ from policylab.training.checkpoints import (
 )
 from policylab.training.configs import LOGGERS, SCHEDULERS, TrainConfig
 from policylab.training.data import StepBatchSampler, make_dataloader, scale_camera_frames, steps_per_epoch
+from policylab.training.feature_cache import serve_feature_maps
 from policylab.training.metrics import MetricsLog, RunningMeans
 from policylab.training.precision import mixed_precision
 from policylab.training.validation import Validation
@@ -149,6 +150,11 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError(f"--training.scheduler={t.scheduler}: expected one of {', '.join(SCHEDULERS)}")
     if t.log not in LOGGERS:
         raise ConfigError(f"--training.log={t.log}: expected one of {', '.join(LOGGERS)}")
+    if t.cache_features and t.lr_backbone != 0:
+        raise ConfigError(
+            "--training.cache_features=true computes a frozen trunk's features once: freeze it with "
+            "--training.lr_backbone=0 (or pretrain it with --pretrain.steps, which freezes it)"
+        )
     if t.betas is not None and len(t.betas) != 2:
         raise ConfigError(f"--training.betas: expected two values like [0.9,0.999], got {t.betas}")
 
@@ -336,6 +342,11 @@ def train(
     state = make_training_state(policy, hyper, device, getattr(model, "head", None))
     state.scaler = scaler  # before loading a checkpoint: a resumed float16 run gets its loss scale back
     start_step = 0 if checkpoint is None else load_checkpoint(checkpoint, policy, state)
+    if config.training.cache_features:
+        check_feature_caching(policy)
+        started = time.monotonic()
+        serve_feature_maps(policy, dataset, show_progress=ddp.is_main)
+        state.train_seconds += time.monotonic() - started  # training time, like the steps it saves
     if start_step >= hyper.steps and ddp.is_main:
         print(
             f"the run in {output_dir} already finished its {hyper.steps} steps; nothing to do "
@@ -378,6 +389,16 @@ def train(
         if ddp.world_size > 1:
             dist.destroy_process_group()
     return output_dir
+
+
+def check_feature_caching(policy: PreTrainedPolicy) -> None:
+    if not policy.accepts_feature_maps:
+        raise ConfigError(
+            f"--training.cache_features=true: {policy.config.type} policies train from frames only (Diffusion "
+            "takes cached features)"
+        )
+    if not policy.config.image_keys:
+        raise ConfigError("--training.cache_features=true: the policy has no camera input to cache")
 
 
 def expected_duration(steps: int, seconds: float, remaining: int) -> str:

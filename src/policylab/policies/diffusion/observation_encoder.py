@@ -1,7 +1,9 @@
 """Diffusion Policy's observation encoder: per camera crop -> ResNet (group norm) -> spatial softmax keypoints.
 
 The global condition of the UNet is, for each of the To observation steps, [state, environment state,
-image features of every camera], flattened over steps: (B, To * per_step_dim).
+image features of every camera], flattened over steps: (B, To * per_step_dim). A camera's trunk feature maps
+may come precomputed as `<camera>.feature_map` (B, To, C', h, w) in place of its frames (a frozen trunk's
+features cached for training).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import torch
 import torchvision.transforms.v2 as T  # noqa: N812
 from torch import Tensor, nn
 
-from policylab.constants import OBS_ENV_STATE, OBS_STATE
+from policylab.constants import FEATURE_MAP_SUFFIX, OBS_ENV_STATE, OBS_STATE
 from policylab.policies.backbones import SpatialSoftmax, group_norm_layer, resize_images, vision_trunk
 from policylab.policies.diffusion.configuration_diffusion import DiffusionConfig
 
@@ -48,8 +50,12 @@ class RgbEncoder(nn.Module):
             images = crop(images)  # one random offset for the whole batch in training
         return self.backbone(images)
 
+    def head(self, feature_map: Tensor) -> Tensor:
+        """The trunk's (B, C, h, w) -> (B, 2K) features."""
+        return self.out(self.pool(feature_map).flatten(1))
+
     def forward(self, images: Tensor) -> Tensor:
-        return self.out(self.pool(self.feature_map(images)).flatten(1))
+        return self.head(self.feature_map(images))
 
 
 class ObservationEncoder(nn.Module):
@@ -74,11 +80,23 @@ class ObservationEncoder(nn.Module):
     def encoder_of(self, key: str) -> RgbEncoder:
         return self.rgb_encoders[self.image_keys.index(key) if self.separate else 0]
 
+    def encode_frames(self, key: str, images: Tensor) -> Tensor:
+        """Normalized frames of camera `key` (N, C, H, W) -> (N, 2K) features."""
+        return self.encoder_of(key)(images)
+
+    def condition(self, vectors: dict[str, Tensor], image_features: dict[str, Tensor]) -> Tensor:
+        """Vector inputs (B, To, D) and image features (B, To, 2K) by key -> (B, To * per_step_dim)."""
+        steps = [vectors[k] for k in self.vector_keys] + [image_features[k] for k in self.image_keys]
+        return torch.cat(steps, dim=-1).flatten(1)
+
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
-        batch_size, n_steps = inputs[(self.vector_keys or self.image_keys)[0]].shape[:2]
-        features = [inputs[k] for k in self.vector_keys]  # (B, To, D) each
+        image_features = {}
         for key in self.image_keys:
-            encoder = self.encoder_of(key)
-            images = inputs[key].flatten(0, 1)  # (B * To, C, H, W)
-            features.append(encoder(images).unflatten(0, (batch_size, n_steps)))  # (B, To, 2K)
-        return torch.cat(features, dim=-1).flatten(1)  # (B, To * per_step_dim)
+            if key + FEATURE_MAP_SUFFIX in inputs:
+                maps = inputs[key + FEATURE_MAP_SUFFIX]  # (B, To, C', h, w)
+                features = self.encoder_of(key).head(maps.flatten(0, 1))
+            else:
+                maps = inputs[key]  # (B, To, C, H, W)
+                features = self.encode_frames(key, maps.flatten(0, 1))  # (B * To, 2K)
+            image_features[key] = features.unflatten(0, maps.shape[:2])
+        return self.condition(inputs, image_features)  # (B, To * per_step_dim)

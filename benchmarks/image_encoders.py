@@ -8,8 +8,10 @@ ResNet-18 as the seed configurations use it, the small CNN trained or frozen, in
 at 96 or 64 px. Each trains `--steps` steps through `policylab train` in a process of its own, the trunk's
 pretraining left out (speed does not depend on the weights); its rate is the median of the samples/s the trainer
 logged every `--log-freq` steps, the first log left out (warm-up). Then `policylab bench` times that run's
-checkpoint at batch 1 (a chunk call: the model's whole inference; a control step: select_action's mean). Variants
-with mixed precision are skipped on a CPU without native bfloat16. Nothing else should run on the machine meanwhile.
+checkpoint at batch 1 (a chunk call: the model's whole inference; a control step: select_action's mean); for
+Diffusion also select_action with its history frames' features cached and recomputed, at the preset's
+n_action_steps and at 1. The cached variants compute the frozen trunk's features once before training (not in the
+samples/s; the trainer counts it in the run's training time). Variants with mixed precision are skipped on a CPU without native bfloat16. Nothing else should run on the machine meanwhile.
 
 Prints one JSON object: per variant, its flags, samples/s, peak memory, chunk-call and control-step milliseconds.
 """
@@ -21,22 +23,29 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import torch
+
+from policylab.runs import Checkpoint
 from policylab.utils.device import cpu_has_native_bfloat16
 
 PRESETS_DIR = Path(__file__).parents[1] / "configs/train"
 AMP = "--training.amp=true"
 FROZEN = "--training.lr_backbone=0"
+CACHED, NOT_CACHED = "--training.cache_features=true", "--training.cache_features=false"
 SMALL_CNN = "--policy.vision_backbone=small_cnn"
 RESNET18 = "--policy.vision_backbone=resnet18"
 VARIANTS = {
-    "diffusion_resnet18": ("diffusion", [RESNET18]),
-    "diffusion_resnet18_amp": ("diffusion", [RESNET18, AMP]),
-    "diffusion_small_cnn": ("diffusion", [SMALL_CNN]),
-    "diffusion_small_cnn_amp": ("diffusion", [SMALL_CNN, AMP]),
-    "diffusion_small_cnn_frozen": ("diffusion", [SMALL_CNN, FROZEN]),
-    "diffusion_small_cnn_frozen_amp": ("diffusion", [SMALL_CNN, FROZEN, AMP]),  # the preset
+    "diffusion_resnet18": ("diffusion", [RESNET18, NOT_CACHED]),
+    "diffusion_resnet18_amp": ("diffusion", [RESNET18, AMP, NOT_CACHED]),
+    "diffusion_small_cnn": ("diffusion", [SMALL_CNN, NOT_CACHED]),
+    "diffusion_small_cnn_amp": ("diffusion", [SMALL_CNN, AMP, NOT_CACHED]),
+    "diffusion_small_cnn_frozen": ("diffusion", [SMALL_CNN, FROZEN, NOT_CACHED]),
+    "diffusion_small_cnn_frozen_amp": ("diffusion", [SMALL_CNN, FROZEN, AMP, NOT_CACHED]),
+    "diffusion_small_cnn_cached": ("diffusion", [SMALL_CNN, FROZEN, CACHED]),
+    "diffusion_small_cnn_cached_amp": ("diffusion", [SMALL_CNN, FROZEN, CACHED, AMP]),  # the preset
     "act_resnet18_amp": ("act", [RESNET18, "--policy.resize_shape=null", AMP]),
     "act_small_cnn_96_frozen_amp": ("act", [SMALL_CNN, "--policy.resize_shape=null", FROZEN, AMP]),
     "act_small_cnn_64_frozen": ("act", [SMALL_CNN, FROZEN]),
@@ -62,13 +71,40 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     policylab("bench", f"--policy.path={run_dir}", f"--bench.n_calls={args.n_calls}", "--bench.control_steps=40",
               *samplers, f"--output_dir={run_dir / 'bench'}")  # fmt: skip
     (variant,) = json.loads((run_dir / "bench" / "bench_info.json").read_text())["variants"].values()
-    return {
+    result = {
         "flags": flags,
         "samples_per_s": round(statistics.median(rates), 1),
         "train_peak_memory_mb": round(max(r["peak_memory_mb"] for r in records), 1),
         "chunk_call_ms": round(variant["chunk_call_ms"]["p50"], 2),
         "control_step_ms": round(variant["select_action_ms"]["mean"], 3),
     }
+    if policy == "diffusion":
+        result["frame_cache_control_step_ms"] = frame_cache_ms(run_dir, args.n_calls)
+    return result
+
+
+@torch.no_grad()
+def frame_cache_ms(run_dir: Path, control_steps: int) -> dict[str, float]:
+    """Batch-1 ms per control step of select_action with each history frame encoded once (cached) and with every
+    window's frames encoded (uncached), at the preset's n_action_steps and at 1 (a new chunk every step)."""
+    policy = Checkpoint.resolve(run_dir).load("cpu")
+    shapes = policy.config.input_shapes
+    observations = [{k: torch.rand(1, *shape) for k, shape in shapes.items()} for _ in range(control_steps)]
+    out = {}
+    for n_action_steps in (policy.config.n_action_steps, 1):
+        policy.config.n_action_steps = n_action_steps
+        for cached in (True, False):
+            for _ in range(2):  # a warm-up pass, then the timed one
+                policy.reset()
+                start = time.perf_counter()
+                for observation in observations:
+                    if not cached:
+                        policy.frame_features.known.clear()
+                    policy.select_action(observation)
+                seconds = time.perf_counter() - start
+            name = f"n_action_steps_{n_action_steps}_{'cached' if cached else 'uncached'}"
+            out[name] = round(1000 * seconds / control_steps, 3)
+    return out
 
 
 def policylab(command: str, *flags: str) -> None:

@@ -44,7 +44,7 @@ PRESETS = {
     "diffusion_image": [f"--config_path={PRESETS_DIR / 'diffusion_pusht_image_cpu.json'}"],
 }  # fmt: skip
 # steps; ~5.5 (ACT), ~7 (Diffusion) and ~10 minutes (images, with mixed precision) here
-SAVE_FREQ = {"act": 725, "diffusion": 3500, "act_image": 700, "diffusion_image": 2000}
+SAVE_FREQ = {"act": 725, "diffusion": 3500, "act_image": 700, "diffusion_image": 3600}
 
 
 def train_command(

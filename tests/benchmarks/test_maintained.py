@@ -65,13 +65,15 @@ def test_learning_curve(recorded_pusht, tmp_path):
 
 
 def test_image_encoders(recorded_pusht, tmp_path):
-    variants = ["diffusion_small_cnn_frozen", "act_small_cnn_64_frozen"]
+    variants = ["diffusion_small_cnn_cached", "act_small_cnn_64_frozen"]
     report = run(
         "image_encoders.py", "--dataset-root", str(recorded_pusht), "--output-dir", str(tmp_path), "--variants",
         ",".join(variants), "--steps", "2", "--log-freq", "1", "--n-calls", "1", "--batch-size", "4",
     )  # fmt: skip
     assert list(report["variants"]) == variants
     assert all(v["samples_per_s"] > 0 and v["chunk_call_ms"] > 0 for v in report["variants"].values())
+    frame_cache = report["variants"]["diffusion_small_cnn_cached"]["frame_cache_control_step_ms"]
+    assert set(frame_cache) == {f"n_action_steps_{n}_{c}" for n in (8, 1) for c in ("cached", "uncached")}
 
 
 def test_gpu_check_dry_runs_on_a_cpu(tmp_path):

@@ -13,7 +13,7 @@ resume = $(if $(wildcard $(1)/checkpoints/last),--resume=true)
 # true where mixed precision pays (a GPU, or a CPU with native bfloat16), evaluated after the install
 AMP = $(shell $(BIN)/python -c "import torch; from policylab.utils.device import cpu_has_native_bfloat16 as native; print(str(torch.cuda.is_available() or native()).lower())")
 
-.PHONY: install demo study tune test lint clean
+.PHONY: install demo study tune test lint interop clean
 
 $(BIN)/policylab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,19 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The checks against real LeRobot (tests marked interop; `make test` skips those that need it): LeRobot 0.6.1 (v3.0
+# datasets, Python 3.12) and 0.3.2 (v2.1, Python 3.11) in side venvs under .interop/, never policylab's dependency.
+# Their video decoder needs the system's ffmpeg libraries (apt-get install ffmpeg).
+PYTHON312 ?= python3.12
+INTEROP := .interop
+interop: install
+	test -x $(INTEROP)/v30/bin/python || $(PYTHON312) -m venv $(INTEROP)/v30
+	$(INTEROP)/v30/bin/pip install --quiet "lerobot[dataset,training,diffusion]==0.6.1"
+	test -x $(INTEROP)/v21/bin/python || $(PYTHON) -m venv $(INTEROP)/v21
+	$(INTEROP)/v21/bin/pip install --quiet "lerobot[pusht]==0.3.2" "numpy<2.3"
+	LEROBOT_V30_PYTHON=$(INTEROP)/v30/bin/python LEROBOT_V21_PYTHON=$(INTEROP)/v21/bin/python \
+		$(BIN)/python -m pytest -q -m interop
 
 clean:
 	rm -rf $(VENV) outputs

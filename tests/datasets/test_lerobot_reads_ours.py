@@ -1,6 +1,6 @@
 """Real LeRobot loads datasets policylab wrote. Needs LeRobot in a side venv, so it runs only when pointed at one:
 
-LEROBOT_V30_PYTHON=/path/to/lerobot-0.6-venv/bin/python   (reads v3.0; Python 3.12, pip install "lerobot[dataset]==0.6.1")
+LEROBOT_V30_PYTHON=/path/to/lerobot-0.6-venv/bin/python   (reads v3.0; Python 3.12, pip install "lerobot[dataset,training,diffusion]==0.6.1"; apt-get install ffmpeg)
 LEROBOT_V21_PYTHON=/path/to/lerobot-0.3.2-venv/bin/python (reads v2.1; Python 3.11, "lerobot[pusht]==0.3.2" "numpy<2.3")
 """
 

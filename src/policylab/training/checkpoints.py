@@ -46,7 +46,7 @@ class TrainingState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     ema: object | None = None  # diffusers.training_utils.EMAModel
     scaler: torch.amp.GradScaler | None = None  # float16 mixed precision only
-    train_seconds: float = 0.0  # wall time in the training loop and feature caching, over every resumed session
+    train_seconds: float = 0.0  # in the training loop and feature caching, over every resumed session
     head: torch.nn.Module | None = None  # an objective's own trained module (a pretraining head), kept here
 
 

@@ -9,6 +9,7 @@ by the dataset as `<camera>.feature_map` windows in place of the frames.
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import torch
@@ -17,15 +18,24 @@ from tqdm.auto import tqdm
 from policylab.constants import FEATURE_MAP_SUFFIX
 from policylab.datasets import LeRobotDataset
 from policylab.datasets.lerobot_dataset import scale_frames
+from policylab.errors import ConfigError
 from policylab.policies import PreTrainedPolicy
 
 BATCH_FRAMES = 256
 
 
 @torch.no_grad()
-def serve_feature_maps(policy: PreTrainedPolicy, dataset: LeRobotDataset, show_progress: bool) -> None:
+def serve_feature_maps(policy: PreTrainedPolicy, dataset: LeRobotDataset, show_progress: bool) -> float:
     """Compute the trunk's feature map of every frame of each of the policy's cameras and have `dataset`
-    serve them in place of the frames."""
+    serve them in place of the frames; returns the seconds it took."""
+    if not policy.accepts_feature_maps:
+        raise ConfigError(
+            f"--training.cache_features=true: {policy.config.type} policies train from frames only (Diffusion "
+            "takes cached features)"
+        )
+    if not policy.config.image_keys:
+        raise ConfigError("--training.cache_features=true: the policy has no camera input to cache")
+    started = time.monotonic()
     positions = np.arange(len(dataset))
     for key in policy.config.image_keys:
         maps = None
@@ -50,3 +60,4 @@ def serve_feature_maps(policy: PreTrainedPolicy, dataset: LeRobotDataset, show_p
                 file=sys.stderr,
             )
         dataset.serve_in_place_of(key, key + FEATURE_MAP_SUFFIX, maps)
+    return time.monotonic() - started

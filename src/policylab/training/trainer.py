@@ -342,11 +342,8 @@ def train(
     state = make_training_state(policy, hyper, device, getattr(model, "head", None))
     state.scaler = scaler  # before loading a checkpoint: a resumed float16 run gets its loss scale back
     start_step = 0 if checkpoint is None else load_checkpoint(checkpoint, policy, state)
-    if config.training.cache_features:
-        check_feature_caching(policy)
-        started = time.monotonic()
-        serve_feature_maps(policy, dataset, show_progress=ddp.is_main)
-        state.train_seconds += time.monotonic() - started  # training time, like the steps it saves
+    if config.training.cache_features:  # training time, like the steps it saves
+        state.train_seconds += serve_feature_maps(policy, dataset, show_progress=ddp.is_main)
     if start_step >= hyper.steps and ddp.is_main:
         print(
             f"the run in {output_dir} already finished its {hyper.steps} steps; nothing to do "
@@ -389,16 +386,6 @@ def train(
         if ddp.world_size > 1:
             dist.destroy_process_group()
     return output_dir
-
-
-def check_feature_caching(policy: PreTrainedPolicy) -> None:
-    if not policy.accepts_feature_maps:
-        raise ConfigError(
-            f"--training.cache_features=true: {policy.config.type} policies train from frames only (Diffusion "
-            "takes cached features)"
-        )
-    if not policy.config.image_keys:
-        raise ConfigError("--training.cache_features=true: the policy has no camera input to cache")
 
 
 def expected_duration(steps: int, seconds: float, remaining: int) -> str:

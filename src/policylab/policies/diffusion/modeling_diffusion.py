@@ -61,7 +61,7 @@ class FrameFeatureCache:
         """The To frames of a window, each (B, C, H, W) -> their features (B, To, F); `encode` maps
         (N, C, H, W) frames to (N, F)."""
         unique = [frame for i, frame in enumerate(frames) if all(frame is not f for f in frames[:i])]
-        cached = {id(f): value for f, value in self.known.get(key, []) if any(f is u for u in unique)}
+        cached = {id(f): value for f, value in self.known.get(key, [])}  # `known` keeps those frames alive
         missing = [frame for frame in unique if id(frame) not in cached]
         if missing:
             encoded = encode(torch.cat(missing)).split(len(frames[0]))
